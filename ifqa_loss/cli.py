@@ -1,0 +1,167 @@
+"""``ifqa-loss`` command line: score images, manage weights.
+
+Exit codes: 0 success, 1 some inputs were skipped (reported on stderr), 2 nothing
+could be done (bad arguments, missing or wrong checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+EXIT_OK, EXIT_SKIPPED, EXIT_FAILED = 0, 1, 2
+
+
+def _score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .checkpoints import CheckpointError
+    from .imageio import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, save_map_images
+    from .metrics import load_metric
+
+    if args.batch_size < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return EXIT_FAILED
+    if args.maps:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("error: --maps needs matplotlib: pip install 'ifqa-loss[viz]'", file=sys.stderr)
+            return EXIT_FAILED
+    paths = args.paths or [str(Path(__file__).parent / "samples")]
+    images, problems = list_images(paths)
+    if not images and not problems:
+        print(f"error: no images ({' '.join(IMAGE_SUFFIXES)}) under {' '.join(paths)}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        metric = load_metric(args.metric, checkpoint=args.checkpoint, device=args.device)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+    results: list[dict] = []
+    used_stems: set[str] = set()
+
+    def flush(batch: list[tuple[Path, torch.Tensor, torch.Tensor]]) -> None:
+        with torch.inference_mode():
+            maps = metric.net(torch.cat([prepared for _, _, prepared in batch]))
+        for (path, image, _), qmap in zip(batch, maps):
+            results.append({"path": str(path), "score": round(qmap.float().mean().item(), 6)})
+            if args.maps:
+                stem, n = path.stem, 1
+                while stem in used_stems:  # the same file name in different folders
+                    stem, n = f"{path.stem}_{n}", n + 1
+                used_stems.add(stem)
+                save_map_images(qmap.cpu(), image, args.maps, stem)
+        batch.clear()
+
+    batch: list[tuple[Path, torch.Tensor, torch.Tensor]] = []
+    for path in tqdm(images, desc=f"{metric.name} scoring", unit="img", file=sys.stderr, disable=args.quiet):
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            problems.append(str(exc))
+            continue
+        with torch.inference_mode():
+            prepared = metric.prepare(image[None].to(args.device))
+        batch.append((path, image, prepared))
+        if len(batch) == args.batch_size:
+            flush(batch)
+    if batch:
+        flush(batch)
+
+    _write_results(results, args.format)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} input(s) skipped, {len(results)} scored", file=sys.stderr)
+        return EXIT_SKIPPED
+    return EXIT_OK
+
+
+def _write_results(results: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        json.dump(results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "score"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(results)
+    else:
+        width = max([len(r["path"]) for r in results] + [4])
+        print(f"{'path':<{width}}  score")
+        for r in results:
+            print(f"{r['path']:<{width}}  {r['score']:.4f}")
+        if results:
+            mean = sum(r["score"] for r in results) / len(results)
+            print(f"{'mean (' + str(len(results)) + ' images)':<{width}}  {mean:.4f}")
+
+
+def _weights_import(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError, import_checkpoint
+
+    try:
+        entry = import_checkpoint(args.path, metric=args.metric)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"imported {entry['metric']}: {args.path}\n  source sha256 {entry['source_sha256']}\n"
+          f"  stored as {entry['file']} (sha256 {entry['sha256']})")
+    return EXIT_OK
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError, cache_dir, installed
+
+    try:
+        rows = installed()
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"weights folder: {cache_dir()}")
+    for row in rows:
+        state = row["path"] if row["installed"] else "not installed (ifqa-loss weights import PATH)"
+        print(f"  {row['metric']:<8} {state}" + (f"  sha256 {row['sha256'][:16]}…" if row["sha256"] else ""))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .registry import METRICS
+
+    parser = argparse.ArgumentParser(prog="ifqa-loss", description="Face-quality metrics and losses (IFQA, IFQA++).")
+    parser.add_argument("--version", action="version", version=f"ifqa-loss {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="score face images (files and folders, recursive)")
+    score.add_argument("paths", nargs="*", help="images or folders (default: the bundled sample faces)")
+    score.add_argument("--metric", default="ifqa", choices=sorted(METRICS))
+    score.add_argument("--checkpoint", help="weight file; default: the installed one (ifqa-loss weights list)")
+    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--device", default="cpu")
+    score.add_argument("--maps", metavar="DIR", help="write each per-pixel map (PNG) and an overlay on the face here")
+    score.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(func=_score)
+
+    weights = sub.add_parser("weights", help="install and list checkpoints").add_subparsers(dest="action", required=True)
+    imp = weights.add_parser("import", help="verify a downloaded checkpoint and store a safetensors copy")
+    imp.add_argument("path")
+    imp.add_argument("--metric", choices=sorted(METRICS), help="default: identified from the file's keys")
+    imp.set_defaults(func=_weights_import)
+    lst = weights.add_parser("list", help="show installed checkpoints")
+    lst.set_defaults(func=_weights_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Input checks and differentiable preprocessing (functional; no state).
+
+Every error names the problem and the fix, so a training loop fails loudly on its
+first bad batch instead of silently optimising towards garbage.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+RANGE_TOLERANCE = 1e-3  # generators overshoot by rounding; anything larger is a wrong range flag
+
+
+def check_image_batch(
+    x: torch.Tensor,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    *,
+    name: str = "input",
+    device: torch.device | None = None,
+    tolerance: float = RANGE_TOLERANCE,
+) -> None:
+    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float (N,3,H,W) batch within ``input_range``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N,3,H,W), got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        hint = " (add a batch dimension with x[None])" if x.ndim == 3 else ""
+        raise ValueError(f"{name} must have shape (N,3,H,W) with RGB channels, got {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (N=0); pass at least one image")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} has integer dtype {x.dtype}; convert it to float in {input_range}, e.g. x.float() / 255"
+        )
+    if device is not None and x.device != device:
+        raise ValueError(f"{name} is on {x.device} but the metric is on {device}; move one with .to(device)")
+    values = x.detach()
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or Inf values; check the generator output before the loss")
+    low, high = input_range
+    lo, hi = values.aminmax()
+    if lo < low - tolerance or hi > high + tolerance:
+        raise ValueError(
+            f"{name} values lie in [{lo.item():.3f}, {hi.item():.3f}] but input_range is {input_range}; "
+            f"pass the right input_range ((-1, 1) for tanh outputs, (0, 1) for images) or clamp the input"
+        )
+
+
+def to_signed_range(x: torch.Tensor, input_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Affinely map ``input_range`` onto [-1,1], the range the IFQA networks were trained on."""
+    low, high = input_range
+    if (low, high) == (-1.0, 1.0):
+        return x
+    return x * (2.0 / (high - low)) - (high + low) / (high - low)
+
+
+def resize(x: torch.Tensor, size: int, mode: str = "bilinear", antialias: bool = False) -> torch.Tensor:
+    """Differentiable resize of (N,C,H,W) to (N,C,size,size); returns ``x`` itself when already that size.
+
+    ``align_corners=False`` matches cv2's pixel-centre convention used by the official pipelines.
+    """
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=antialias)
