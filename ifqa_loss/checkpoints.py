@@ -21,6 +21,7 @@ from torch import nn
 from .registry import METRICS, OFFICIAL_REPO, OFFICIAL_WEIGHTS_URL, MetricSpec, get_spec
 
 MANIFEST = "manifest.json"
+_CORRUPT_HINT = "the file is truncated or not a checkpoint: download it again"
 _WRAPPER_KEYS = ("D", "params_ema", "params", "state_dict", "model")
 
 
@@ -57,7 +58,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             obj = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); re-download or re-import it") from exc
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file ({exc}); re-download or re-import it"
+            ) from exc
     else:
         obj = _torch_load_safely(path)
     if isinstance(obj, dict):
@@ -86,6 +89,8 @@ def _torch_load_safely(path: Path):
                 raise
             return load(mmap=False)  # legacy (pre-zip) serialisation
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # garbage bytes, not a refused object
+            raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({exc}); {_CORRUPT_HINT}") from exc
         raise CheckpointError(
             f"{path} was refused: it contains objects other than tensors (code or classes), and "
             "ifqa_loss only loads with torch.load(weights_only=True). If you trust the file, "
@@ -93,8 +98,7 @@ def _torch_load_safely(path: Path):
         ) from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(
-            f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}); the file "
-            "is truncated or not a checkpoint: download it again"
+            f"{path} could not be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}); {_CORRUPT_HINT}"
         ) from exc
 
 
@@ -152,7 +156,9 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], metric: str) -> StateD
     report.missing = [k for k in expected if k not in state_dict]
     report.unexpected = [k for k in state_dict if k not in expected]
     report.wrong_shape = [
-        (k, expected[k], tuple(v.shape)) for k, v in state_dict.items() if k in expected and tuple(v.shape) != expected[k]
+        (k, expected[k], tuple(v.shape))
+        for k, v in state_dict.items()
+        if k in expected and tuple(v.shape) != expected[k]
     ]
     if not report.ok:
         report.looks_like = identify(state_dict)
@@ -223,7 +229,8 @@ def import_checkpoint(path: str | os.PathLike, metric: str | None = None) -> dic
     state_dict = read_state_dict(source)
     name = get_spec(metric).name if metric else identify(state_dict)
     if name is None:
-        raise CheckpointError(f"{source} matches none of the known metrics ({', '.join(sorted(METRICS))}); pass --metric")
+        known = ", ".join(sorted(METRICS))
+        raise CheckpointError(f"{source} matches none of the known metrics ({known}); pass --metric")
     report = check_state_dict(state_dict, name)
     if not report.ok:
         raise CheckpointError(f"{source}: {report}")
@@ -252,7 +259,7 @@ def installed() -> list[dict]:
     """One row per metric: whether weights are installed, where, and their recorded sha256."""
     manifest = read_manifest()
     rows = []
-    for name, spec in METRICS.items():
+    for name in METRICS:
         try:
             path = find_checkpoint(name)
         except CheckpointError:

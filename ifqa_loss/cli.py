@@ -49,7 +49,7 @@ def _score(args: argparse.Namespace) -> int:
     def flush(batch: list[tuple[Path, torch.Tensor, torch.Tensor]]) -> None:
         with torch.inference_mode():
             maps = metric.net(torch.cat([prepared for _, _, prepared in batch]))
-        for (path, image, _), qmap in zip(batch, maps):
+        for (path, image, _), qmap in zip(batch, maps, strict=True):
             results.append({"path": str(path), "score": round(qmap.float().mean().item(), 6)})
             if args.maps:
                 stem, n = path.stem, 1
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(func=_score)
 
-    weights = sub.add_parser("weights", help="install and list checkpoints").add_subparsers(dest="action", required=True)
+    weights_parser = sub.add_parser("weights", help="install and list checkpoints")
+    weights = weights_parser.add_subparsers(dest="action", required=True)
     imp = weights.add_parser("import", help="verify a downloaded checkpoint and store a safetensors copy")
     imp.add_argument("path")
     imp.add_argument("--metric", choices=sorted(METRICS), help="default: identified from the file's keys")
