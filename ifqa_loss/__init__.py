@@ -1,5 +1,7 @@
 """ifqa-loss: published face-quality models as exact metrics and differentiable training losses."""
+from . import regions
+from .losses import IFQALoss
 from .metrics import QualityMetric, load_metric
 
 __version__ = "0.1.0"
-__all__ = ["QualityMetric", "load_metric", "__version__"]
+__all__ = ["IFQALoss", "QualityMetric", "__version__", "load_metric", "regions"]

@@ -5,9 +5,10 @@ import sys
 
 import pytest
 from PIL import Image
-from reference import FIXTURES
 
 from ifqa_loss.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, main
+
+from reference import FIXTURES
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def test_weights_import_then_list_then_score_without_checkpoint_flag(faces, ifqa
     assert "imported ifqa" in imported.stdout
     listed = subprocess.run([*env_run, "weights", "list"], capture_output=True, text=True)
     assert "ifqa.safetensors" in listed.stdout and "not installed" in listed.stdout  # ifqa++ still missing
-    scored = subprocess.run([*env_run, "score", str(faces / "a.png"), "--format", "json"], capture_output=True, text=True)
+    score_args = [*env_run, "score", str(faces / "a.png"), "--format", "json"]
+    scored = subprocess.run(score_args, capture_output=True, text=True)
     assert scored.returncode == 0, scored.stderr
     assert len(json.loads(scored.stdout)) == 1

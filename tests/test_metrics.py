@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from reference import FIXTURES, read_rgb
 
-from ifqa_loss import QualityMetric, load_metric
-from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
-from ifqa_loss.registry import get_spec
+from ifqa_loss import load_metric
+
+from helpers import tiny_ifqa_metric
+from reference import FIXTURES, read_rgb
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,7 @@ def test_ifqa_plus_plus_normalise_then_bicubic_pipeline_matches_official(ifqa_vi
 
 @pytest.fixture
 def tiny_metric():
-    torch.manual_seed(0)
-    net = IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1)
-    return QualityMetric(net, get_spec("ifqa"))
+    return tiny_ifqa_metric()
 
 
 def test_any_input_size_gives_the_native_map(tiny_metric):

@@ -1,0 +1,169 @@
+"""Differentiable face-quality losses for training restoration networks."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import functional as QF
+from .metrics import QualityMetric, load_metric
+from .regions import expand_region_weights, region_weight_map, template_regions
+
+
+class IFQALoss(nn.Module):
+    """IFQA (or IFQA++) realness as a training objective for a face restoration generator.
+
+    Args:
+        checkpoint: weight file for ``metric`` (default: the installed one, see ``ifqa-loss weights``).
+        metric: ``"ifqa"``, ``"ifqa++"``, or an already loaded :class:`~ifqa_loss.QualityMetric`.
+        input_range: range of ``pred``: ``(-1, 1)`` (tanh generators such as GFP-GAN, default) or ``(0, 1)``.
+        mode: ``"one_minus"`` (mean of 1 - map) or ``"nonsaturating"`` (mean of -log map, from logits).
+        region_weights: e.g. ``{"eyes": 2.0, "mouth": 2.0, "nose": 1.5, "skin": 1.0, "background": 0.0}``;
+            groups ``eyes``/``brows`` or names in :data:`ifqa_loss.regions.REGION_NAMES`; unnamed
+            regions weigh 1.0. Masks come from ``regions=`` in forward, else the FFHQ template.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-image, shape (N,)).
+        antialias: antialias the bilinear downscale of ``pred`` to the network's input.
+        include_in_state_dict: keep the frozen metric's weights in the parent's ``state_dict()``
+            (off: checkpoints stay small, and a parent saved without them still loads strictly).
+        channels_last: run the network in channels_last memory format (faster with autocast on CPU/GPU).
+        compile: wrap the network in ``torch.compile`` on first use.
+        device, dtype: where the metric weights live (default CPU, checkpoint dtype).
+
+    Forward: ``pred`` (N,3,H,W) in ``input_range``, any H,W -> loss (scalar, or (N,) for
+    ``reduction="none"``); with ``return_map=True`` also the (N,1,S,S) float32 quality map.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        metric: str | QualityMetric = "ifqa",
+        input_range: tuple[float, float] = (-1, 1),
+        mode: str = "one_minus",
+        region_weights: dict[str, float] | None = None,
+        reduction: str = "mean",
+        antialias: bool = False,
+        include_in_state_dict: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__()
+        if mode not in QF.LOSS_MODES:
+            raise ValueError(f"mode must be one of {QF.LOSS_MODES}, got {mode!r}")
+        if reduction not in QF.REDUCTIONS:
+            raise ValueError(f"reduction must be one of {QF.REDUCTIONS}, got {reduction!r}")
+        input_range = tuple(float(v) for v in input_range)
+        if input_range not in ((-1.0, 1.0), (0.0, 1.0)):
+            raise ValueError(f"input_range must be (-1, 1) or (0, 1), got {input_range}")
+        if region_weights is not None:
+            expand_region_weights(region_weights)  # validate names now, not at the first batch
+        if isinstance(metric, QualityMetric):
+            if checkpoint is not None:
+                raise ValueError("pass either a loaded metric or a checkpoint, not both")
+            self.metric = metric.to(device=device, dtype=dtype)
+        else:
+            self.metric = load_metric(metric, checkpoint=checkpoint, device=device or "cpu", dtype=dtype)
+        self.input_range = input_range
+        self.mode = mode
+        self.region_weights = dict(region_weights) if region_weights else None
+        self.reduction = reduction
+        self.antialias = antialias
+        self.include_in_state_dict = include_in_state_dict
+        self.channels_last = channels_last
+        self.compile = compile
+        if channels_last:
+            self.metric.net.to(memory_format=torch.channels_last)
+        self._compiled_logits = None
+        self._template_weights: dict[tuple, torch.Tensor] = {}  # cache: (size, device) -> (1,1,S,S)
+        self.register_state_dict_post_hook(_drop_metric_weights)
+        self.register_load_state_dict_pre_hook(_fill_metric_weights)
+
+    # -- hygiene -------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled_logits"] = None  # compiled graphs are not picklable; rebuilt on first use
+        return state
+
+    def _apply(self, fn, recurse=True):
+        self._template_weights = {}  # cached masks follow no device/dtype change
+        self._compiled_logits = None
+        return super()._apply(fn, recurse)
+
+    # -- forward -------------------------------------------------------------------------------
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if not self.compile:
+            return self.metric.net.logits(x)
+        if self._compiled_logits is None:
+            self._compiled_logits = torch.compile(self.metric.net.logits)
+        return self._compiled_logits(x)
+
+    def _region_weights(self, regions: dict[str, torch.Tensor] | None, size: int, device) -> torch.Tensor:
+        if regions is not None:
+            return region_weight_map(regions, self.region_weights or {})
+        key = (size, str(device))
+        if key not in self._template_weights:
+            self._template_weights[key] = region_weight_map(template_regions(size, device=device), self.region_weights)
+        return self._template_weights[key]
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        *,
+        pixel_weights: torch.Tensor | None = None,
+        regions: dict[str, torch.Tensor] | None = None,
+        return_map: bool = False,
+    ):
+        """Loss of ``pred`` (N,3,H,W) in ``input_range``.
+
+        Args:
+            pixel_weights: (N,1,h,w) or (1,1,h,w) non-negative weights at any resolution.
+            regions: masks from an :mod:`ifqa_loss.regions` builder (e.g. per-sample landmarks);
+                combined with ``region_weights``. Multiplied with ``pixel_weights`` when both are given.
+            return_map: also return the (N,1,S,S) quality map (float32, detached from nothing).
+        """
+        logits = self._logits(self.metric.prepare(pred, self.input_range, self.antialias))
+        batch, size = logits.shape[0], logits.shape[-2:]
+        weights = None
+        if pixel_weights is not None:
+            QF.check_pixel_weights(pixel_weights, batch)
+            weights = QF.resize_weights(pixel_weights, size)
+        if regions is not None or self.region_weights:
+            by_region = QF.resize_weights(self._region_weights(regions, size[-1], logits.device), size)
+            weights = by_region if weights is None else weights * by_region
+            QF.check_pixel_weights(weights, batch, name="region-weighted pixel weights")
+        loss = QF.reduce(QF.weighted_image_mean(QF.quality_loss_map(logits, self.mode), weights), self.reduction)
+        if return_map:
+            return loss, torch.sigmoid(logits.float())
+        return loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"metric={self.metric.name!r}, input_range={self.input_range}, mode={self.mode!r}, "
+            f"region_weights={self.region_weights}, reduction={self.reduction!r}"
+        )
+
+
+def _metric_prefix(prefix: str) -> str:
+    return prefix + "metric."
+
+
+def _drop_metric_weights(module: IFQALoss, state_dict: dict, prefix: str, local_metadata) -> None:
+    """state_dict post-hook: the frozen metric is not part of a training checkpoint unless asked for."""
+    if module.include_in_state_dict:
+        return
+    for key in [k for k in state_dict if k.startswith(_metric_prefix(prefix))]:
+        del state_dict[key]
+
+
+def _fill_metric_weights(module: IFQALoss, state_dict: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: a checkpoint saved without the metric loads strictly (the metric keeps its weights)."""
+    metric_prefix = _metric_prefix(prefix)
+    if any(k.startswith(metric_prefix) for k in state_dict):
+        return
+    for name, tensor in module.metric.state_dict().items():
+        state_dict[metric_prefix + name] = tensor
