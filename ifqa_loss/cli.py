@@ -129,6 +129,15 @@ def _weights_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks.overhead import main as bench_main
+    except ImportError as exc:
+        print(f"error: the benchmarks need extra packages ({exc}): pip install 'ifqa-loss[bench]'", file=sys.stderr)
+        return EXIT_FAILED
+    return bench_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .registry import METRICS
@@ -148,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(func=_score)
 
+    bench = sub.add_parser("bench", add_help=False, help="time every loss and its generator-step overhead "
+                           "(no checkpoint needed; 'ifqa-loss bench --help' for options)")
+    bench.set_defaults(func=_bench)  # its options are parsed by benchmarks.overhead
+
     weights_parser = sub.add_parser("weights", help="install and list checkpoints")
     weights = weights_parser.add_subparsers(dest="action", required=True)
     imp = weights.add_parser("import", help="verify a downloaded checkpoint and store a safetensors copy")
@@ -160,7 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

@@ -1,0 +1,1 @@
+"""Gradient-overhead and throughput benchmarks (``ifqa-loss bench`` / ``python -m benchmarks.overhead``)."""

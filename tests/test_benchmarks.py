@@ -1,0 +1,67 @@
+import json
+
+import pytest
+from PIL import Image
+
+from benchmarks import overhead
+from benchmarks.generator import RestorationGenerator
+
+
+def test_generator_restores_at_its_size():
+    import torch
+
+    gen = RestorationGenerator(out_size=32, channel_multiplier=1)
+    assert gen(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+@pytest.fixture
+def tiny_config():
+    return overhead.Config(
+        losses=("l1", "ifqa", "naive-ifqa"), variants=("fp32", "bf16"), batch_sizes=(1, 2), input_sizes=(64,),
+        warmup=0, repeats=2, goal_rounds=2, goal_batch=1, goal_size=64, generator_size=32, generator_batch=1,
+        generator_losses=("ifqa",), ifqa_widths=(4, 8, 8, 16, 16),
+    )
+
+
+def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_config, tmp_path):
+    report = overhead.run(tiny_config, log=lambda msg: None)
+    rows = report["losses"]
+    assert {(r["loss"], r["variant"]) for r in rows} == {
+        ("l1", "fp32"), ("ifqa", "fp32"), ("ifqa", "bf16"), ("naive-ifqa", "fp32"), ("naive-ifqa", "bf16")}
+    assert len(rows) == 5 * 2  # two batch sizes each
+    for r in rows:
+        assert r["forward_backward_ms"]["n"] == 2 and r["forward_backward_ms"]["median"] > 0
+        assert r["images_per_s"] == pytest.approx(r["batch"] / (r["forward_backward_ms"]["median"] / 1e3))
+    assert report["goals"]["ratio_fp32_vs_naive"] > 0
+    assert [g["step"] for g in report["generator"]] == ["generator only", "+ ifqa"]
+    assert report["generator"][0]["overhead_ratio"] == 1.0
+
+    text = overhead.markdown(report)
+    table = [line for line in text.splitlines() if line.startswith("| ifqa | bf16 |")]
+    assert len(table) == 2 and all(line.count("|") == 10 for line in table)
+    assert "Ratio fp32 / naive" in text and "generator only" in text
+
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    assert json.loads(path.read_text())["environment"]["torch"]
+    png = tmp_path / "plot.png"
+    overhead.plot(report, str(png))
+    with Image.open(png) as img:
+        assert img.format == "PNG" and img.size[0] > 600
+
+
+def test_cli_runs_the_benchmark_and_writes_json(tmp_path, capsys, monkeypatch):
+    from ifqa_loss.cli import main
+
+    monkeypatch.setattr(overhead, "default_config", lambda device: overhead.Config(
+        losses=("l1",), input_sizes=(32,), batch_sizes=(1,), warmup=0, repeats=1, ifqa_widths=(4, 8, 8, 16, 16),
+        goal_size=32, goal_batch=1, goal_rounds=1, generator_size=32, generator_losses=()))
+    out = tmp_path / "r.json"
+    assert main(["bench", "--device", "cpu", "--json", str(out)]) == 0
+    assert "| l1 | fp32 | 1 | 32 |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["losses"][0]["loss"] == "l1"
+
+
+def test_unknown_loss_is_refused(capsys):
+    assert overhead.main(["--device", "cpu", "--losses", "ssim"]) == 2
+    assert "unknown loss" in capsys.readouterr().err
