@@ -288,9 +288,8 @@ def measure_generator(cfg: Config, log=print) -> list[dict]:
     steps = {"generator only": make_step(None)}
     for name in cfg.generator_losses:
         steps[f"+ {name}"] = make_step(build_loss(name, "fp32", cfg)[0])
-    for step in steps.values():  # warm every path once
-        for _ in range(cfg.warmup):
-            step()
+    for _ in range(cfg.warmup):  # the loss networks share kernels (and their caches) with the generator's warm-up
+        steps["generator only"]()
     times: dict[str, list[float]] = {label: [] for label in steps}
     for _ in range(cfg.repeats):  # alternate, as for the goals
         for label, step in steps.items():

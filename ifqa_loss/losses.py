@@ -9,6 +9,7 @@ from torch import nn
 
 from . import functional as QF
 from .metrics import QualityMetric, load_metric
+from .preprocess import check_image_batch
 from .regions import expand_region_weights, region_weight_map, template_regions
 
 
@@ -25,6 +26,9 @@ class IFQALoss(nn.Module):
             regions weigh 1.0. Masks come from ``regions=`` in forward, else the FFHQ template.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-image, shape (N,)).
         antialias: antialias the bilinear downscale of ``pred`` to the network's input.
+        out_of_range: ``"error"`` (default) refuses values outside ``input_range`` (beyond 1e-3);
+            ``"clamp"`` clamps them, for unbounded generators such as GFP-GAN that overshoot a
+            little, and still refuses values off by more than the range's width (a wrong range flag).
         include_in_state_dict: keep the frozen metric's weights in the parent's ``state_dict()``
             (off: checkpoints stay small, and a parent saved without them still loads strictly).
         channels_last: run the network in channels_last memory format (faster with autocast on CPU/GPU).
@@ -44,6 +48,7 @@ class IFQALoss(nn.Module):
         region_weights: dict[str, float] | None = None,
         reduction: str = "mean",
         antialias: bool = False,
+        out_of_range: str = "error",
         include_in_state_dict: bool = False,
         channels_last: bool = False,
         compile: bool = False,
@@ -58,6 +63,8 @@ class IFQALoss(nn.Module):
         input_range = tuple(float(v) for v in input_range)
         if input_range not in ((-1.0, 1.0), (0.0, 1.0)):
             raise ValueError(f"input_range must be (-1, 1) or (0, 1), got {input_range}")
+        if out_of_range not in ("error", "clamp"):
+            raise ValueError(f"out_of_range must be 'error' or 'clamp', got {out_of_range!r}")
         if region_weights is not None:
             expand_region_weights(region_weights)  # validate names now, not at the first batch
         if isinstance(metric, QualityMetric):
@@ -71,6 +78,7 @@ class IFQALoss(nn.Module):
         self.region_weights = dict(region_weights) if region_weights else None
         self.reduction = reduction
         self.antialias = antialias
+        self.out_of_range = out_of_range
         self.include_in_state_dict = include_in_state_dict
         self.channels_last = channels_last
         self.compile = compile
@@ -126,6 +134,10 @@ class IFQALoss(nn.Module):
                 combined with ``region_weights``. Multiplied with ``pixel_weights`` when both are given.
             return_map: also return the (N,1,S,S) quality map (float32, detached from nothing).
         """
+        if self.out_of_range == "clamp":
+            low, high = self.input_range
+            check_image_batch(pred, self.input_range, name="pred", tolerance=high - low)
+            pred = pred.clamp(low, high)
         logits = self._logits(self.metric.prepare(pred, self.input_range, self.antialias))
         batch, size = logits.shape[0], logits.shape[-2:]
         weights = None

@@ -216,3 +216,11 @@ def test_twenty_steps_of_l1_plus_ifqa_lower_the_ifqa_term(ifqa_checkpoint):
         history.append(ifqa_term.item())
     assert history[-1] < history[0]
     assert all(p.grad is None for p in ifqa.parameters())
+
+
+def test_clamp_mode_accepts_overshoot_and_refuses_a_wrong_range_flag(metric):
+    loss_fn = IFQALoss(metric=metric, out_of_range="clamp")
+    x = torch.rand(1, 3, 64, 64) * 2.6 - 1.3  # an unbounded generator overshooting [-1, 1]
+    torch.testing.assert_close(loss_fn(x), IFQALoss(metric=metric)(x.clamp(-1, 1)))
+    with pytest.raises(ValueError, match="input_range"):
+        loss_fn(torch.rand(1, 3, 64, 64) * 255)

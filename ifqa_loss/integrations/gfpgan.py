@@ -1,0 +1,90 @@
+"""GFP-GAN adapter: ``GFPGANIFQAModel`` = GFP-GAN's model with an IFQA term in the generator objective.
+
+Options (``model_type: GFPGANIFQAModel``)::
+
+    train:
+      ifqa_opt:
+        type: IFQALoss
+        loss_weight: 0.1
+        region_weights: {eyes: 2.0, mouth: 2.0, nose: 1.5, skin: 1.0, background: 0.0}
+
+When the batch carries GFP-GAN's component boxes (``loc_left_eye``, ``loc_right_eye``,
+``loc_mouth``), they place the eye and mouth masks; otherwise the FFHQ template does.
+The term is logged as ``l_g_ifqa``. The IFQA network is a loss, not a network of the
+model, so it is never saved with ``net_g``/``net_d``.
+
+Importing this module registers the model (and, through the basicsr adapter, the loss).
+"""
+from __future__ import annotations
+
+from basicsr.losses import build_loss  # noqa: E402,I001
+from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+from gfpgan.models.gfpgan_model import GFPGANModel  # noqa: E402
+
+from ..regions import regions_from_boxes  # noqa: E402
+from .basicsr import IFQALoss  # noqa: F401  (registers the loss; installs the torchvision alias)
+
+
+class _PixelLossWithIFQA:
+    """Stands in for ``GFPGANModel.cri_pix``: GFPGANModel calls it exactly once per generator update,
+    with the restored output, which is where the IFQA term joins ``l_g_total``."""
+
+    def __init__(self, model: GFPGANIFQAModel, pixel_loss):
+        self.model = model
+        self.pixel_loss = pixel_loss
+
+    def __bool__(self) -> bool:
+        return True  # GFPGANModel tests `if self.cri_pix:`
+
+    def __call__(self, output, gt):
+        l_ifqa = self.model.compute_ifqa(output)
+        if self.pixel_loss is None:
+            return l_ifqa
+        return self.pixel_loss(output, gt) + l_ifqa
+
+
+class GFPGANIFQAModel(GFPGANModel):
+    """GFPGANModel whose generator loss gains ``train.ifqa_opt`` (an IFQALoss)."""
+
+    def init_training_settings(self):
+        super().init_training_settings()
+        ifqa_opt = self.opt["train"].get("ifqa_opt")
+        if ifqa_opt is None:
+            raise KeyError("GFPGANIFQAModel needs train: ifqa_opt: {type: IFQALoss, loss_weight: ...}")
+        self.cri_ifqa = build_loss(dict(ifqa_opt)).to(self.device)
+        self._has_pixel_loss = self.cri_pix is not None
+        self.cri_pix = _PixelLossWithIFQA(self, self.cri_pix)
+        self._l_g_ifqa = None
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        # GFPGANModel passes betas=(0**r, 0.99**r) = (int 0, float); torch >= 2.6 Adam rejects mixed types.
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
+        return super().get_optimizer(optim_type, params, lr, **kwargs)
+
+    def compute_ifqa(self, output):
+        regions = None
+        if getattr(self, "loc_left_eyes", None) is not None and self.cri_ifqa.region_weights:
+            size = output.shape[-1]
+            regions = regions_from_boxes(self.loc_left_eyes.to(output.device), self.loc_right_eyes.to(output.device),
+                                         self.loc_mouths.to(output.device), size=self.cri_ifqa.metric.input_size,
+                                         source_size=size)
+        self._l_g_ifqa = self.cri_ifqa(output, regions=regions)
+        return self._l_g_ifqa
+
+    def optimize_parameters(self, current_iter):
+        self._l_g_ifqa = None
+        super().optimize_parameters(current_iter)
+        if self._l_g_ifqa is not None:
+            value = self.reduce_loss_dict({"l_g_ifqa": self._l_g_ifqa.detach()})["l_g_ifqa"]
+            self.log_dict["l_g_ifqa"] = value
+            if self._has_pixel_loss and "l_g_pix" in self.log_dict:
+                self.log_dict["l_g_pix"] -= value  # l_g_pix carried the IFQA term into l_g_total; log it apart
+
+
+def register(registry=MODEL_REGISTRY) -> None:
+    if "GFPGANIFQAModel" not in registry:
+        registry.register(GFPGANIFQAModel)
+
+
+register()
