@@ -28,14 +28,15 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ifqa_loss import IFQALoss, QualityMetric
+from ifqa_loss import GFIQALoss, IFQALoss, QualityMetric
+from ifqa_loss.nets.gfiqa import GFIQA
 from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 from ifqa_loss.nets.ifqa_vit import IFQAViT
 from ifqa_loss.registry import get_spec
 
 from .generator import RestorationGenerator
 
-ALL_LOSSES = ("l1", "lpips-alex", "lpips-vgg", "ifqa", "naive-ifqa", "ifqa++")
+ALL_LOSSES = ("l1", "lpips-alex", "lpips-vgg", "ifqa", "naive-ifqa", "ifqa++", "gfiqa")
 ALL_VARIANTS = ("fp32", "bf16", "fp16", "channels_last", "bf16+channels_last", "compile")
 
 
@@ -57,6 +58,7 @@ class Config:
     generator_losses: tuple[str, ...] = ("ifqa", "naive-ifqa")
     ifqa_widths: tuple[int, ...] = (64, 128, 256, 512, 1024)  # tests shrink these
     vit_dims: dict = field(default_factory=dict)  # IFQAViT overrides; tests shrink these
+    gfiqa_kwargs: dict = field(default_factory=dict)  # GFIQA overrides; tests shrink these
 
 
 def default_config(device: str) -> Config:
@@ -104,6 +106,10 @@ def build_loss(name: str, variant: str, cfg: Config) -> tuple[Callable, str]:
         net = IFQADiscriminator(cfg.ifqa_widths) if name == "ifqa" else IFQAViT(**cfg.vit_dims)
         metric = QualityMetric(net, get_spec(name)).to(cfg.device)
         loss = IFQALoss(metric=metric, channels_last=channels_last, compile=compile_net)
+        return (lambda pred, target: loss(pred)), "random weights"
+    if name == "gfiqa":
+        metric = QualityMetric(GFIQA(**cfg.gfiqa_kwargs), get_spec("gfiqa")).to(cfg.device)
+        loss = GFIQALoss(metric=metric, channels_last=channels_last, compile=compile_net)
         return (lambda pred, target: loss(pred)), "random weights"
     if name == "naive-ifqa":
         # What a drop-in of the official module looks like: trainable parameters, NCHW, fp32 resize.

@@ -35,34 +35,44 @@ def cache_dir() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".cache" / "ifqa_loss"
 
 
-def expected_shapes(spec: MetricSpec) -> dict[str, tuple[int, ...]]:
+def expected_shapes(spec: MetricSpec, config: dict | None = None) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the published state dict, read off a meta-device build (no memory)."""
     with torch.device("meta"):
-        net = spec.build()
+        net = spec.build(**(config or {}))
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a weight file into a flat ``{name: tensor}`` on CPU.
 
-    Unwraps ``{'D': ...}`` (IFQA), ``{'params_ema': ...}`` / ``{'params': ...}`` (basicsr)
-    and ``{'state_dict': ...}``. Raises :class:`CheckpointError` with the reason and fix.
+    Unwraps ``{'D': ...}`` (IFQA), ``{'params_ema': ...}`` / ``{'params': ...}`` (basicsr),
+    ``{'state_dict': ...}`` and ``{'model': ...}``. Raises :class:`CheckpointError` with the reason and fix.
     """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state_dict, config)``: config holds architecture arguments saved with the weights (``{}`` if none)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
+    config: dict = {}
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         try:
             obj = load_file(str(path), device="cpu")
+            with safe_open(str(path), framework="pt") as fh:
+                config = json.loads((fh.metadata() or {}).get("config", "{}"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
                 f"{path} is not a readable safetensors file ({exc}); re-download or re-import it"
             ) from exc
     else:
         obj = _torch_load_safely(path)
+        if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
+            config = obj["config"]
     if isinstance(obj, dict):
         for key in _WRAPPER_KEYS:
             if key in obj and isinstance(obj[key], dict):
@@ -73,7 +83,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path} holds a {type(obj).__name__}, not a state dict of tensors; expected the official "
             "{'D': state_dict}, a bare state dict, or a .safetensors file"
         )
-    return {str(k): v for k, v in obj.items()}
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return {str(k): v for k, v in obj.items()}, config
+
+
+def stylegan_prior_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """StyleGAN2 weights from a GFPGANv1.3/1.4 checkpoint (``stylegan_decoder.*`` of ``params_ema``,
+    fallback ``params``) or from a bare generator state dict."""
+    state_dict = read_state_dict(path)
+    prefix = "stylegan_decoder."
+    if any(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return state_dict
 
 
 def _torch_load_safely(path: Path):
@@ -142,16 +163,18 @@ def identify(state_dict: dict[str, torch.Tensor]) -> str | None:
     best, best_overlap = None, 0.0
     keys = set(state_dict)
     for name, spec in METRICS.items():
-        expected = set(expected_shapes(spec))
+        expected = set(expected_shapes(spec))  # configurable specs: names do not depend on widths
         overlap = len(keys & expected) / max(len(keys | expected), 1)
         if overlap > best_overlap:
             best, best_overlap = name, overlap
     return best if best_overlap >= 0.9 else None
 
 
-def check_state_dict(state_dict: dict[str, torch.Tensor], metric: str) -> StateDictReport:
+def check_state_dict(
+    state_dict: dict[str, torch.Tensor], metric: str, config: dict | None = None
+) -> StateDictReport:
     """Compare names and shapes with the metric's network (no weights are built)."""
-    expected = expected_shapes(get_spec(metric))
+    expected = expected_shapes(get_spec(metric), config)
     report = StateDictReport(metric=get_spec(metric).name)
     report.missing = [k for k in expected if k not in state_dict]
     report.unexpected = [k for k in state_dict if k not in expected]
@@ -189,13 +212,18 @@ def load_network(metric: str, checkpoint: str | os.PathLike | None = None) -> tu
     """
     spec = get_spec(metric)
     path = Path(checkpoint).expanduser() if checkpoint is not None else find_checkpoint(spec.name)
-    state_dict = read_state_dict(path)
-    report = check_state_dict(state_dict, spec.name)
+    state_dict, config = read_checkpoint(path)
+    if config and not spec.configurable:
+        config = {}
+    report = check_state_dict(state_dict, spec.name, config)
     if not report.ok:
         raise CheckpointError(f"{path}: {report}")
     with torch.device("meta"):
-        net = spec.build()
+        net = spec.build(**config)
     net.load_state_dict(state_dict, strict=True, assign=True)
+    unset = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if unset:  # a tensor the checkpoint does not carry would silently stay without data
+        raise CheckpointError(f"{path}: no values for {unset[:5]} after loading; the network needs them in the file")
     return net, path
 
 
@@ -226,19 +254,22 @@ def import_checkpoint(path: str | os.PathLike, metric: str | None = None) -> dic
     from safetensors.torch import save_file
 
     source = Path(path).expanduser().resolve()
-    state_dict = read_state_dict(source)
+    state_dict, config = read_checkpoint(source)
     name = get_spec(metric).name if metric else identify(state_dict)
     if name is None:
         known = ", ".join(sorted(METRICS))
         raise CheckpointError(f"{source} matches none of the known metrics ({known}); pass --metric")
-    report = check_state_dict(state_dict, name)
+    config = config if get_spec(name).configurable else {}
+    report = check_state_dict(state_dict, name, config)
     if not report.ok:
         raise CheckpointError(f"{source}: {report}")
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     target = root / get_spec(name).cache_filename
     tmp = target.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata={"metric": name})
+    metadata = {"metric": name, "config": json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in config.items()})}
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, target)  # never leave a half-written file under the final name
     entry = {
         "metric": name,

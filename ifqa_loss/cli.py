@@ -43,20 +43,23 @@ def _score(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
+    if args.maps and not metric.has_map:
+        print(f"error: {metric.name} predicts a MOS per image and has no map; drop --maps", file=sys.stderr)
+        return EXIT_FAILED
     results: list[dict] = []
     used_stems: set[str] = set()
 
     def flush(batch: list[tuple[Path, torch.Tensor, torch.Tensor]]) -> None:
         with torch.inference_mode():
-            maps = metric.net(torch.cat([prepared for _, _, prepared in batch]))
-        for (path, image, _), qmap in zip(batch, maps, strict=True):
-            results.append({"path": str(path), "score": round(qmap.float().mean().item(), 6)})
+            outputs = metric.net(torch.cat([prepared for _, _, prepared in batch])).float()
+        for (path, image, _), output in zip(batch, outputs, strict=True):
+            results.append({"path": str(path), "score": round(output.mean().item(), 6)})
             if args.maps:
                 stem, n = path.stem, 1
                 while stem in used_stems:  # the same file name in different folders
                     stem, n = f"{path.stem}_{n}", n + 1
                 used_stems.add(stem)
-                save_map_images(qmap.cpu(), image, args.maps, stem)
+                save_map_images(output.cpu(), image, args.maps, stem)
         batch.clear()
 
     batch: list[tuple[Path, torch.Tensor, torch.Tensor]] = []
@@ -138,6 +141,43 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+def _train_gfiqa(args: argparse.Namespace) -> int:
+    from .gfiqa_train import LossWeights, TrainConfig, train
+
+    try:
+        model_kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+        weights = LossWeights(**json.loads(args.loss_weights)) if args.loss_weights else LossWeights()
+    except (json.JSONDecodeError, TypeError) as exc:
+        print(f"error: --model-kwargs/--loss-weights must be JSON objects of valid fields ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    cfg = TrainConfig(images=args.images, meta=args.meta, out=args.out, model=args.model, model_kwargs=model_kwargs,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
+                      seed=args.seed, device=args.device, workers=args.workers, prior=args.prior,
+                      encoder_weights=args.encoder_weights, resume=args.resume, loss_weights=weights,
+                      progress=not args.quiet)
+    try:
+        result = train(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _eval_gfiqa(args: argparse.Namespace) -> int:
+    from .gfiqa_train import evaluate
+
+    try:
+        result = evaluate(args.checkpoint, args.images, args.meta, split=args.split, seed=args.seed,
+                          device=args.device, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{result['split']} ({result['images']} images): SRCC {result['srcc']:.4f}  PLCC {result['plcc']:.4f}  "
+          f"RMSE {result['rmse']:.4f}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .registry import METRICS
@@ -160,6 +200,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", add_help=False, help="time every loss and its generator-step overhead "
                            "(no checkpoint needed; 'ifqa-loss bench --help' for options)")
     bench.set_defaults(func=_bench)  # its options are parsed by benchmarks.overhead
+
+    tr = sub.add_parser("train-gfiqa", help="train GFIQA (or the ResNet50 baseline) on GFIQA-20k-style data")
+    tr.add_argument("--images", required=True, help="image folder")
+    tr.add_argument("--meta", required=True, help="CSV: image name, MOS in [0,1] (pyiqa layout or name,mos)")
+    tr.add_argument("--out", required=True, help="folder for best.pth, last.pth, log.csv, result.json")
+    tr.add_argument("--model", choices=["gfiqa", "resnet50"], default="gfiqa")
+    tr.add_argument("--model-kwargs", help='JSON architecture arguments, e.g. \'{"num_injected": 8}\'')
+    tr.add_argument("--loss-weights", help='JSON λs, e.g. \'{"perceptual": 0.0}\' (fields l2 perceptual identity '
+                    'latent quality)')
+    tr.add_argument("--prior", help="GFPGANv1.3/1.4.pth: its stylegan_decoder is the StyleGAN2 prior")
+    tr.add_argument("--encoder-weights", help="torchvision ResNet50 ImageNet state dict")
+    tr.add_argument("--epochs", type=int, default=25)
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=5e-5)
+    tr.add_argument("--lr-step", type=int, default=10, help="multiply the learning rate by 0.1 every N epochs")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    tr.add_argument("--workers", type=int, default=4)
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=_train_gfiqa)
+
+    ev = sub.add_parser("eval-gfiqa", help="SRCC / PLCC / RMSE of a trained GFIQA checkpoint")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--images", required=True)
+    ev.add_argument("--meta", required=True)
+    ev.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
+    ev.add_argument("--seed", type=int, default=0, help="the split seed used for training")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ev.set_defaults(func=_eval_gfiqa)
 
     weights_parser = sub.add_parser("weights", help="install and list checkpoints")
     weights = weights_parser.add_subparsers(dest="action", required=True)

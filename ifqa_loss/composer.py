@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import IFQALoss
+from .losses import GFIQALoss, IFQALoss
 
 LOSS_TYPES: dict[str, Callable[..., nn.Module]] = {
     "IFQALoss": IFQALoss,
+    "GFIQALoss": GFIQALoss,
     "L1Loss": nn.L1Loss,
     "MSELoss": nn.MSELoss,
     "SmoothL1Loss": nn.SmoothL1Loss,

@@ -13,7 +13,82 @@ from .preprocess import check_image_batch
 from .regions import expand_region_weights, region_weight_map, template_regions
 
 
-class IFQALoss(nn.Module):
+class FrozenMetricLoss(nn.Module):
+    """Shared machinery of the quality losses: a frozen, eval-locked metric that never enters checkpoints.
+
+    Subclasses implement ``forward``; they get the network input from :meth:`network_input` and run
+    the network through :meth:`call_net` (channels_last / torch.compile handled there).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None,
+        metric: str | QualityMetric,
+        input_range: tuple[float, float],
+        reduction: str,
+        antialias: bool,
+        out_of_range: str,
+        include_in_state_dict: bool,
+        channels_last: bool,
+        compile: bool,
+        device: str | torch.device | None,
+        dtype: torch.dtype | None,
+    ):
+        super().__init__()
+        if reduction not in QF.REDUCTIONS:
+            raise ValueError(f"reduction must be one of {QF.REDUCTIONS}, got {reduction!r}")
+        input_range = tuple(float(v) for v in input_range)
+        if input_range not in ((-1.0, 1.0), (0.0, 1.0)):
+            raise ValueError(f"input_range must be (-1, 1) or (0, 1), got {input_range}")
+        if out_of_range not in ("error", "clamp"):
+            raise ValueError(f"out_of_range must be 'error' or 'clamp', got {out_of_range!r}")
+        if isinstance(metric, QualityMetric):
+            if checkpoint is not None:
+                raise ValueError("pass either a loaded metric or a checkpoint, not both")
+            self.metric = metric.to(device=device, dtype=dtype)
+        else:
+            self.metric = load_metric(metric, checkpoint=checkpoint, device=device or "cpu", dtype=dtype)
+        self.input_range = input_range
+        self.reduction = reduction
+        self.antialias = antialias
+        self.out_of_range = out_of_range
+        self.include_in_state_dict = include_in_state_dict
+        self.channels_last = channels_last
+        self.compile = compile
+        if channels_last:
+            self.metric.net.to(memory_format=torch.channels_last)
+        self._compiled: dict[str, Any] = {}
+        self.register_state_dict_post_hook(_drop_metric_weights)
+        self.register_load_state_dict_pre_hook(_fill_metric_weights)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled"] = {}  # compiled graphs are not picklable; rebuilt on first use
+        return state
+
+    def _apply(self, fn, recurse=True):
+        self._compiled = {}
+        return super()._apply(fn, recurse)
+
+    def network_input(self, pred: torch.Tensor) -> torch.Tensor:
+        """Validated, range-converted, resized network input for ``pred`` (N,3,H,W) in ``input_range``."""
+        if self.out_of_range == "clamp":
+            low, high = self.input_range
+            check_image_batch(pred, self.input_range, name="pred", tolerance=high - low)
+            pred = pred.clamp(low, high)
+        x = self.metric.prepare(pred, self.input_range, self.antialias)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def call_net(self, method: str, x: torch.Tensor) -> torch.Tensor:
+        fn = getattr(self.metric.net, method)
+        if not self.compile:
+            return fn(x)
+        if method not in self._compiled:
+            self._compiled[method] = torch.compile(fn)
+        return self._compiled[method](x)
+
+
+class IFQALoss(FrozenMetricLoss):
     """IFQA (or IFQA++) realness as a training objective for a face restoration generator.
 
     Args:
@@ -31,7 +106,7 @@ class IFQALoss(nn.Module):
             little, and still refuses values off by more than the range's width (a wrong range flag).
         include_in_state_dict: keep the frozen metric's weights in the parent's ``state_dict()``
             (off: checkpoints stay small, and a parent saved without them still loads strictly).
-        channels_last: run the network in channels_last memory format (faster with autocast on CPU/GPU).
+        channels_last: run the network in channels_last memory format.
         compile: wrap the network in ``torch.compile`` on first use.
         device, dtype: where the metric weights live (default CPU, checkpoint dtype).
 
@@ -55,60 +130,21 @@ class IFQALoss(nn.Module):
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
     ):
-        super().__init__()
         if mode not in QF.LOSS_MODES:
             raise ValueError(f"mode must be one of {QF.LOSS_MODES}, got {mode!r}")
-        if reduction not in QF.REDUCTIONS:
-            raise ValueError(f"reduction must be one of {QF.REDUCTIONS}, got {reduction!r}")
-        input_range = tuple(float(v) for v in input_range)
-        if input_range not in ((-1.0, 1.0), (0.0, 1.0)):
-            raise ValueError(f"input_range must be (-1, 1) or (0, 1), got {input_range}")
-        if out_of_range not in ("error", "clamp"):
-            raise ValueError(f"out_of_range must be 'error' or 'clamp', got {out_of_range!r}")
         if region_weights is not None:
             expand_region_weights(region_weights)  # validate names now, not at the first batch
-        if isinstance(metric, QualityMetric):
-            if checkpoint is not None:
-                raise ValueError("pass either a loaded metric or a checkpoint, not both")
-            self.metric = metric.to(device=device, dtype=dtype)
-        else:
-            self.metric = load_metric(metric, checkpoint=checkpoint, device=device or "cpu", dtype=dtype)
-        self.input_range = input_range
+        super().__init__(checkpoint, metric, input_range, reduction, antialias, out_of_range,
+                         include_in_state_dict, channels_last, compile, device, dtype)
+        if not self.metric.has_map:
+            raise ValueError(f"IFQALoss needs a per-pixel metric; {self.metric.name!r} has none (use GFIQALoss)")
         self.mode = mode
         self.region_weights = dict(region_weights) if region_weights else None
-        self.reduction = reduction
-        self.antialias = antialias
-        self.out_of_range = out_of_range
-        self.include_in_state_dict = include_in_state_dict
-        self.channels_last = channels_last
-        self.compile = compile
-        if channels_last:
-            self.metric.net.to(memory_format=torch.channels_last)
-        self._compiled_logits = None
         self._template_weights: dict[tuple, torch.Tensor] = {}  # cache: (size, device) -> (1,1,S,S)
-        self.register_state_dict_post_hook(_drop_metric_weights)
-        self.register_load_state_dict_pre_hook(_fill_metric_weights)
-
-    # -- hygiene -------------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_compiled_logits"] = None  # compiled graphs are not picklable; rebuilt on first use
-        return state
 
     def _apply(self, fn, recurse=True):
         self._template_weights = {}  # cached masks follow no device/dtype change
-        self._compiled_logits = None
         return super()._apply(fn, recurse)
-
-    # -- forward -------------------------------------------------------------------------------
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if not self.compile:
-            return self.metric.net.logits(x)
-        if self._compiled_logits is None:
-            self._compiled_logits = torch.compile(self.metric.net.logits)
-        return self._compiled_logits(x)
 
     def _region_weights(self, regions: dict[str, torch.Tensor] | None, size: int, device) -> torch.Tensor:
         if regions is not None:
@@ -132,13 +168,9 @@ class IFQALoss(nn.Module):
             pixel_weights: (N,1,h,w) or (1,1,h,w) non-negative weights at any resolution.
             regions: masks from an :mod:`ifqa_loss.regions` builder (e.g. per-sample landmarks);
                 combined with ``region_weights``. Multiplied with ``pixel_weights`` when both are given.
-            return_map: also return the (N,1,S,S) quality map (float32, detached from nothing).
+            return_map: also return the (N,1,S,S) float32 quality map.
         """
-        if self.out_of_range == "clamp":
-            low, high = self.input_range
-            check_image_batch(pred, self.input_range, name="pred", tolerance=high - low)
-            pred = pred.clamp(low, high)
-        logits = self._logits(self.metric.prepare(pred, self.input_range, self.antialias))
+        logits = self.call_net("logits", self.network_input(pred))
         batch, size = logits.shape[0], logits.shape[-2:]
         weights = None
         if pixel_weights is not None:
@@ -160,11 +192,43 @@ class IFQALoss(nn.Module):
         )
 
 
+class GFIQALoss(FrozenMetricLoss):
+    """``1 - predicted MOS`` of a trained GFIQA model, with the same hygiene, autocast and input rules as IFQALoss.
+
+    Args: as :class:`IFQALoss` minus the map options; ``metric`` is ``"gfiqa"`` or a loaded metric.
+    Forward: ``pred`` (N,3,H,W) in ``input_range`` -> scalar (or (N,) with ``reduction="none"``).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        metric: str | QualityMetric = "gfiqa",
+        input_range: tuple[float, float] = (-1, 1),
+        reduction: str = "mean",
+        antialias: bool = False,
+        out_of_range: str = "error",
+        include_in_state_dict: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        super().__init__(checkpoint, metric, input_range, reduction, antialias, out_of_range,
+                         include_in_state_dict, channels_last, compile, device, dtype)
+
+    def forward(self, pred: torch.Tensor) -> torch.Tensor:
+        mos = self.call_net("forward", self.network_input(pred)).float()
+        return QF.reduce(1.0 - mos, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"metric={self.metric.name!r}, input_range={self.input_range}, reduction={self.reduction!r}"
+
+
 def _metric_prefix(prefix: str) -> str:
     return prefix + "metric."
 
 
-def _drop_metric_weights(module: IFQALoss, state_dict: dict, prefix: str, local_metadata) -> None:
+def _drop_metric_weights(module: FrozenMetricLoss, state_dict: dict, prefix: str, local_metadata) -> None:
     """state_dict post-hook: the frozen metric is not part of a training checkpoint unless asked for."""
     if module.include_in_state_dict:
         return
@@ -172,7 +236,7 @@ def _drop_metric_weights(module: IFQALoss, state_dict: dict, prefix: str, local_
         del state_dict[key]
 
 
-def _fill_metric_weights(module: IFQALoss, state_dict: dict, prefix: str, *args) -> None:
+def _fill_metric_weights(module: FrozenMetricLoss, state_dict: dict, prefix: str, *args) -> None:
     """load_state_dict pre-hook: a checkpoint saved without the metric loads strictly (the metric keeps its weights)."""
     metric_prefix = _metric_prefix(prefix)
     if any(k.startswith(metric_prefix) for k in state_dict):

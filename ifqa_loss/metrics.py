@@ -35,7 +35,11 @@ class QualityMetric(nn.Module):
 
     @property
     def input_size(self) -> int:
-        return self.spec.input_size
+        return getattr(self.net, "input_size", self.spec.input_size)
+
+    @property
+    def has_map(self) -> bool:
+        return self.spec.has_map
 
     def train(self, mode: bool = True) -> QualityMetric:
         # Eval-locked: a parent's .train() must not change normalisation or dropout behaviour.
@@ -54,21 +58,29 @@ class QualityMetric(nn.Module):
         """
         param = self._param()
         preprocess.check_image_batch(x, input_range, device=param.device)
-        x = preprocess.resize(x, self.input_size, self.spec.resize_mode, antialias)
+        x = preprocess.resize(x, self.input_size, self.spec.resize_mode, antialias or self.spec.antialias)
         x = preprocess.to_signed_range(x, input_range)
         # Under autocast the network picks its own precision; otherwise follow the weights.
         return x if torch.is_autocast_enabled(x.device.type) else x.to(param.dtype)
 
+    def _require_map(self) -> None:
+        if not self.has_map:
+            raise NotImplementedError(f"{self.name!r} predicts one score per image and has no quality map; use score()")
+
     def logits(self, x: torch.Tensor, input_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
         """(N,3,H,W) -> (N,1,S,S) pre-sigmoid realness."""
+        self._require_map()
         return self.net.logits(self.prepare(x, input_range))
 
     def quality_map(self, x: torch.Tensor, input_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
         """(N,3,H,W) RGB in ``input_range`` (default [0,1]) -> (N,1,S,S) realness map in [0,1] (1 = real)."""
+        self._require_map()
         return self.net(self.prepare(x, input_range))
 
     def score(self, x: torch.Tensor, input_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
-        """(N,3,H,W) -> (N,) image score: the mean of the quality map, as in the official test.py."""
+        """(N,3,H,W) -> (N,) image score: the mean of the quality map (official test.py), or GFIQA's MOS."""
+        if not self.has_map:
+            return self.net(self.prepare(x, input_range)).float()
         return self.quality_map(x, input_range).float().mean(dim=(1, 2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +100,8 @@ def load_metric(
     """Load a published metric, frozen and in eval mode.
 
     Args:
-        name: ``"ifqa"`` (U-Net, 256x256 map) or ``"ifqa++"`` (ViT-H/14, 224x224 map).
+        name: ``"ifqa"`` (U-Net, 256x256 map), ``"ifqa++"`` (ViT-H/14, 224x224 map) or
+            ``"gfiqa"`` (predicted MOS, no map; checkpoints from ``ifqa-loss train-gfiqa``).
         checkpoint: weight file (official ``.pth``, bare state dict or ``.safetensors``).
             ``None`` looks in ``$IFQA_LOSS_HOME`` then ``~/.cache/ifqa_loss`` (see
             ``ifqa-loss weights import``); nothing is ever downloaded.

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .nets.gfiqa import GFIQA
 from .nets.ifqa_unet import IFQADiscriminator
 from .nets.ifqa_vit import IFQAViT
 
@@ -23,13 +24,16 @@ class MetricSpec:
     """
 
     name: str
-    build: Callable[[], nn.Module]
+    build: Callable[..., nn.Module]
     input_size: int
     resize_mode: str
     official_filename: str
     checkpoint_key: str
-    num_tensors: int
-    num_parameters: int
+    num_tensors: int | None
+    num_parameters: int | None
+    has_map: bool = True  # False: the network predicts one score per image (GFIQA's MOS)
+    configurable: bool = False  # True: architecture arguments are stored in the checkpoint ("config")
+    antialias: bool = False  # resize with antialiasing (how the model was trained)
 
     @property
     def cache_filename(self) -> str:
@@ -56,6 +60,20 @@ METRICS: dict[str, MetricSpec] = {
         checkpoint_key="D",
         num_tensors=494,
         num_parameters=656_873_412,
+    ),
+    # No public weights exist: checkpoints come from `ifqa-loss train-gfiqa` and carry their config.
+    "gfiqa": MetricSpec(
+        name="gfiqa",
+        build=GFIQA,
+        input_size=512,
+        resize_mode="bilinear",
+        official_filename="gfiqa.pth",
+        checkpoint_key="model",
+        num_tensors=None,
+        num_parameters=None,
+        has_map=False,
+        configurable=True,
+        antialias=True,
     ),
 }
 

@@ -10,3 +10,21 @@ def tiny_ifqa_metric(seed: int = 0) -> QualityMetric:
     """An IFQA-architecture metric with narrow widths: same code path, milliseconds per call."""
     torch.manual_seed(seed)
     return QualityMetric(IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1), get_spec("ifqa"))
+
+
+TINY_GFIQA = {
+    "image_size": 32, "num_injected": 4, "channel_multiplier": 1, "num_style_feat": 16, "num_mlp": 2,
+    "encoder_width": 0.125, "code_groups": (2, 2, 2, 2), "num_quality_blocks": 1, "mlp_hidden": (16,),
+    "generator_narrow": 0.0625,
+    # At 32 px ResNet stage 4 is 1x1: instance norm would zero f_E, so the tiny model normalises over the batch.
+    "spade_norm": "batch",
+}
+
+
+def tiny_gfiqa(seed: int = 0):
+    from ifqa_loss.nets.gfiqa import GFIQA
+
+    torch.manual_seed(seed)
+    model = GFIQA(**TINY_GFIQA)
+    model.init_mean_latent(256)
+    return model

@@ -62,6 +62,15 @@ def test_cli_runs_the_benchmark_and_writes_json(tmp_path, capsys, monkeypatch):
     assert json.loads(out.read_text())["losses"][0]["loss"] == "l1"
 
 
+def test_gfiqa_loss_is_timed_when_asked_for():
+    from helpers import TINY_GFIQA
+
+    cfg = overhead.Config(losses=("gfiqa",), input_sizes=(48,), batch_sizes=(2,), warmup=0, repeats=1,
+                          gfiqa_kwargs=dict(TINY_GFIQA))
+    rows = overhead.measure_losses(cfg, log=lambda msg: None)
+    assert [(r["loss"], r["batch"]) for r in rows] == [("gfiqa", 2)] and rows[0]["images_per_s"] > 0
+
+
 def test_unknown_loss_is_refused(capsys):
     assert overhead.main(["--device", "cpu", "--losses", "ssim"]) == 2
     assert "unknown loss" in capsys.readouterr().err

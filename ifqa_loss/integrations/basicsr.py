@@ -1,4 +1,4 @@
-"""basicsr adapter: importing this module registers ``IFQALoss`` in basicsr's ``LOSS_REGISTRY``.
+"""basicsr adapter: importing this module registers ``IFQALoss`` and ``GFIQALoss`` in basicsr's ``LOSS_REGISTRY``.
 
 Use in an options YAML after ``import ifqa_loss.integrations.basicsr``::
 
@@ -22,17 +22,17 @@ install_functional_tensor_alias()
 from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402  (needs the alias above)
 
 
-class IFQALoss(_losses.IFQALoss):
-    """:class:`ifqa_loss.IFQALoss` with basicsr's conventions.
+class _BasicsrConventions:
+    """basicsr's loss conventions on top of one of our losses.
 
     Args:
         loss_weight: multiplies the loss, as every basicsr loss.
-        **kwargs: any :class:`ifqa_loss.IFQALoss` argument (``reduction``, ``metric``,
-            ``region_weights``, ...). ``input_range`` defaults to (-1, 1) and ``out_of_range`` to
-            ``"clamp"``: basicsr generators (GFP-GAN) are unbounded and overshoot [-1, 1] a little.
+        **kwargs: the wrapped loss's arguments. ``input_range`` defaults to (-1, 1) and
+            ``out_of_range`` to ``"clamp"``: basicsr generators (GFP-GAN) are unbounded and
+            overshoot [-1, 1] a little.
 
-    ``forward(pred, target=None, weight=None, **kw)``: ``target`` is ignored (IFQA is
-    no-reference); ``weight`` (N,C|1,H,W) element-wise weights become per-pixel weights
+    ``forward(pred, target=None, weight=None, **kw)``: ``target`` is ignored (no-reference
+    metrics); for IFQA, ``weight`` (N,C|1,H,W) element-wise weights become per-pixel weights
     (mean over channels); other keywords (``regions``, ``pixel_weights``) pass through.
     """
 
@@ -46,6 +46,8 @@ class IFQALoss(_losses.IFQALoss):
     def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None, weight: torch.Tensor | None = None,
                 **kwargs):
         if weight is not None:
+            if not self.metric.has_map:
+                raise ValueError(f"{type(self).__name__} has no per-pixel map: element-wise weight is not supported")
             kwargs["pixel_weights"] = weight.mean(dim=1, keepdim=True)
         out = super().forward(pred, **kwargs)
         if isinstance(out, tuple):  # return_map=True
@@ -53,10 +55,19 @@ class IFQALoss(_losses.IFQALoss):
         return out * self.loss_weight
 
 
+class IFQALoss(_BasicsrConventions, _losses.IFQALoss):
+    """:class:`ifqa_loss.IFQALoss` with basicsr's conventions (``loss_weight``; see ``_BasicsrConventions``)."""
+
+
+class GFIQALoss(_BasicsrConventions, _losses.GFIQALoss):
+    """:class:`ifqa_loss.GFIQALoss` with basicsr's conventions (``loss_weight``)."""
+
+
 def register(registry=LOSS_REGISTRY) -> None:
     """Register our losses once; importing twice (or reloading) is harmless."""
-    if "IFQALoss" not in registry:
-        registry.register(IFQALoss)
+    for loss in (IFQALoss, GFIQALoss):
+        if loss.__name__ not in registry:
+            registry.register(loss)
 
 
 register()

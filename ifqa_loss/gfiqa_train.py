@@ -1,0 +1,321 @@
+"""Training and evaluation of GFIQA (and the ResNet50 baseline) on GFIQA-20k-style data.
+
+Meta file: CSV whose first column is the image name (relative to ``--images``) and
+second the MOS in [0,1]; a header row is detected and skipped; an optional column named
+``split`` (train/val/test) fixes the split, otherwise a seeded 70/10/20 split is drawn.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoints import read_state_dict, stylegan_prior_state_dict
+from .imageio import read_image
+from .nets.gfiqa import GFIQA, ResNet50MOS
+
+ARCHITECTURES = {"gfiqa": GFIQA, "resnet50": ResNet50MOS}
+
+
+# ----------------------------------------------------------------------------------- data
+def read_meta(path: str | Path) -> list[dict]:
+    """Rows ``{"name", "mos", "split"}`` (split may be None) from a pyiqa-style or plain ``name,mos`` CSV."""
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(cell.strip() for cell in r)]
+    if not rows:
+        raise ValueError(f"{path} is empty; expected rows of image_name,mos")
+    header = None
+    if len(rows[0]) < 2:
+        raise ValueError(f"{path}:1: expected image_name,mos, got {rows[0]}")
+    try:
+        float(rows[0][1])
+    except ValueError:
+        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
+    split_col = header.index("split") if header and "split" in header else None
+    out = []
+    for line, row in enumerate(rows, start=2 if header else 1):
+        try:
+            mos = float(row[1])
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"{path}:{line}: expected image_name,mos, got {row}") from exc
+        if not 0.0 <= mos <= 1.0:
+            raise ValueError(f"{path}:{line}: MOS {mos} is outside [0,1]; rescale the scores first")
+        split = row[split_col].strip().lower() if split_col is not None else None
+        if split is not None and split not in ("train", "val", "test"):
+            raise ValueError(f"{path}:{line}: split {split!r} must be train, val or test")
+        out.append({"name": row[0].strip(), "mos": mos, "split": split})
+    return out
+
+
+def split_rows(rows: list[dict], seed: int = 0, fractions=(0.7, 0.1, 0.2)) -> dict[str, list[dict]]:
+    """Use the meta file's split column if present, else a seeded random 70/10/20 split."""
+    if all(r["split"] for r in rows):
+        return {s: [r for r in rows if r["split"] == s] for s in ("train", "val", "test")}
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_train = round(fractions[0] * len(rows))
+    n_val = round(fractions[1] * len(rows))
+    parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    return {name: [rows[i] for i in idx] for name, idx in parts.items()}
+
+
+class MOSDataset(Dataset):
+    """Images resized to ``size`` (antialiased bilinear), in [-1,1], with their MOS."""
+
+    def __init__(self, root: str | Path, rows: list[dict], size: int, hflip: bool = False):
+        self.root, self.rows, self.size, self.hflip = Path(root), rows, size, hflip
+        missing = [r["name"] for r in rows if not (self.root / r["name"]).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} images of the meta file are missing under {root}: {missing[:3]}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        row = self.rows[index]
+        image = read_image(self.root / row["name"])[None]
+        image = F.interpolate(image, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=True)[0] * 2 - 1
+        if self.hflip and random.random() < 0.5:
+            image = image.flip(-1)
+        return image, torch.tensor(row["mos"], dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------- metrics
+def correlation_metrics(pred, target) -> dict[str, float]:
+    """SRCC, PLCC (scipy) and RMSE between predicted and ground-truth MOS."""
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if len(pred) < 2:
+        raise ValueError("correlations need at least two images")
+    return {
+        "srcc": float(stats.spearmanr(pred, target).statistic),
+        "plcc": float(stats.pearsonr(pred, target).statistic),
+        "rmse": float(np.sqrt(np.mean((pred - target) ** 2))),
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: str) -> tuple[list[float], list[float]]:
+    model.eval()
+    preds, targets = [], []
+    for images, mos in loader:
+        preds.extend(model(images.to(device)).float().cpu().tolist())
+        targets.extend(mos.tolist())
+    return preds, targets
+
+
+# ----------------------------------------------------------------------------------- losses
+@dataclass
+class LossWeights:
+    """λ1..λ5 of the paper: L2 and perceptual reconstruction of x̂(N), identity, latent regularisation, L1 quality."""
+
+    l2: float = 1.0
+    perceptual: float = 0.8
+    identity: float = 0.0  # needs a face-recognition network: off by default (no weights here)
+    latent: float = 1e-3
+    quality: float = 1.0
+
+
+class GFIQAObjective(nn.Module):
+    """The paper's training objective (eq. 6-11) for :class:`GFIQA`; plain L1 for the baseline.
+
+    ``perceptual``: a callable ``(x̂, x) -> (N,)|scalar`` distance (default LPIPS-alex from the lpips
+    package; random backbone when torchvision's weights are absent). ``identity``: callable
+    ``(x̂, x) -> scalar`` (e.g. 1 - cosine of ArcFace embeddings), required when λ3 > 0.
+    """
+
+    def __init__(self, weights: LossWeights, perceptual=None, identity=None):
+        super().__init__()
+        self.weights = weights
+        if weights.identity > 0 and identity is None:
+            raise ValueError("an identity loss weight > 0 needs an identity network (identity=callable)")
+        if weights.perceptual > 0 and perceptual is None:
+            perceptual = _default_perceptual()
+        self.perceptual = perceptual
+        self.identity = identity
+
+    def forward(self, model: nn.Module, images: torch.Tensor, mos: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if not isinstance(model, GFIQA):
+            pred = model(images)
+            loss = F.l1_loss(pred.float(), mos)
+            return loss, {"quality": loss.detach()}
+        codes, f_e = model.encode(images)
+        pred = model.predict(images, codes, f_e)
+        terms = {"quality": F.l1_loss(pred.float(), mos), "latent": codes.float().square().mean()}
+        w = self.weights
+        if w.l2 or w.perceptual or w.identity:
+            recon = model.reconstruct(codes)
+            terms["l2"] = F.mse_loss(recon.float(), images.float())
+            if w.perceptual:
+                terms["perceptual"] = self.perceptual(recon, images).mean()
+            if w.identity:
+                terms["identity"] = self.identity(recon, images)
+        total = sum(getattr(w, name) * value for name, value in terms.items())
+        return total, {name: value.detach() for name, value in terms.items()}
+
+
+def _default_perceptual():
+    import os
+
+    import lpips
+
+    have = os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", "alexnet-owt-7be5be79.pth"))
+    model = lpips.LPIPS(net="alex", pnet_rand=not have, verbose=False).eval().requires_grad_(False)
+    return model
+
+
+# ----------------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    images: str
+    meta: str
+    out: str
+    model: str = "gfiqa"
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 25
+    batch_size: int = 16
+    lr: float = 5e-5
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 0
+    prior: str | None = None  # GFPGANv1.3/1.4.pth (or a bare StyleGAN2 state dict)
+    encoder_weights: str | None = None  # torchvision resnet50 ImageNet state dict
+    resume: bool = False
+    amp: bool = True  # used on CUDA only
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    progress: bool = True
+
+
+def build_model(arch: str, config: dict) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown model {arch!r}; choose from {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**config)
+
+
+def _save(path: Path, model: nn.Module, arch: str, extra: dict | None = None) -> None:
+    payload = {"model": model.state_dict(), "arch": arch, "config": _plain(model.config)}
+    payload.update(extra or {})
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _plain(config: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
+def load_trained(path: str | Path, device: str = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`train` (``best.pth`` / ``last.pth``)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "arch" not in payload or "config" not in payload:
+        raise ValueError(f"{path} is not a GFIQA training checkpoint (no 'arch'/'config'); train one with train-gfiqa")
+    model = build_model(payload["arch"], {k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in payload["config"].items()})
+    model.load_state_dict(payload["model"], strict=True)
+    return model.to(device).eval()
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train, keeping ``best.pth`` (best validation SRCC) and ``last.pth`` (resumable) in ``cfg.out``."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = split_rows(read_meta(cfg.meta), cfg.seed)
+    model = build_model(cfg.model, cfg.model_kwargs)
+    size = model.input_size
+    if cfg.encoder_weights:
+        missing, unexpected = model.encoder.load_state_dict(read_state_dict(cfg.encoder_weights), strict=False)
+        if missing or any(not k.startswith("fc.") for k in unexpected):
+            raise ValueError(f"{cfg.encoder_weights} is not a torchvision ResNet50 state dict (missing {missing[:3]})")
+    if isinstance(model, GFIQA):
+        if cfg.prior:
+            model.generator.load_state_dict(stylegan_prior_state_dict(cfg.prior), strict=True)
+        model.init_mean_latent()
+    model.to(cfg.device)
+    loaders = {
+        name: DataLoader(MOSDataset(cfg.images, rows, size, hflip=name == "train"), batch_size=cfg.batch_size,
+                         shuffle=name == "train", num_workers=cfg.workers, drop_last=False)
+        for name, rows in splits.items() if rows
+    }
+    if "train" not in loaders or "val" not in loaders:
+        raise ValueError("the split left no training or validation images; provide more images")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    objective = GFIQAObjective(cfg.loss_weights).to(cfg.device)
+    use_amp = cfg.amp and cfg.device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best = 0, {"srcc": -math.inf, "epoch": -1}
+    if cfg.resume and (out / "last.pth").is_file():
+        state = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        log(f"resumed from epoch {state['epoch']}")
+    log_path = out / "log.csv"
+    new_log = not log_path.is_file() or not cfg.resume
+    with open(log_path, "w" if new_log else "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_log:
+            writer.writerow(["epoch", "lr", "train_loss", "val_srcc", "val_plcc", "val_rmse", "seconds"])
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            started, losses = time.time(), []
+            batches = tqdm(loaders["train"], desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                           leave=False)
+            for images, mos in batches:
+                images, mos = images.to(cfg.device), mos.to(cfg.device)
+                with torch.autocast("cuda", enabled=use_amp):
+                    loss, _ = objective(model, images, mos)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(loss.item())
+                batches.set_postfix(loss=f"{losses[-1]:.4f}")
+            scheduler.step()
+            val = correlation_metrics(*predict(model, loaders["val"], cfg.device))
+            writer.writerow([epoch, scheduler.get_last_lr()[0], float(np.mean(losses)), val["srcc"], val["plcc"],
+                             val["rmse"], round(time.time() - started, 1)])
+            fh.flush()
+            if val["srcc"] > best["srcc"]:
+                best = {"srcc": val["srcc"], "epoch": epoch}
+                _save(out / "best.pth", model, cfg.model, {"val": val})
+            _save(out / "last.pth", model, cfg.model, {"optimizer": optimizer.state_dict(),
+                                                       "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                                       "best": best})
+            log(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}  val SRCC {val['srcc']:.4f} PLCC {val['plcc']:.4f}")
+    result = {"best": best}
+    if "test" in loaders:
+        best_model = load_trained(out / "best.pth", cfg.device)
+        result["test"] = correlation_metrics(*predict(best_model, loaders["test"], cfg.device))
+    (out / "result.json").write_text(json.dumps({"config": asdict(cfg), **result}, indent=2, default=str))
+    return result
+
+
+def evaluate(checkpoint: str, images: str, meta: str, split: str = "test", seed: int = 0, device: str = "cpu",
+             batch_size: int = 16) -> dict:
+    """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row)."""
+    model = load_trained(checkpoint, device)
+    rows = read_meta(meta)
+    if split != "all":
+        rows = split_rows(rows, seed)[split]
+    loader = DataLoader(MOSDataset(images, rows, model.input_size), batch_size=batch_size)
+    return {"split": split, "images": len(rows), **correlation_metrics(*predict(model, loader, device))}
