@@ -1,0 +1,7 @@
+"""Network architectures, one per file, with state-dict names of the published checkpoints."""
+from .gfiqa import GFIQA, ResNet50MOS
+from .ifqa_unet import IFQADiscriminator
+from .ifqa_vit import IFQAViT
+from .stylegan2 import StyleGAN2Generator
+
+__all__ = ["GFIQA", "IFQADiscriminator", "IFQAViT", "ResNet50MOS", "StyleGAN2Generator"]
