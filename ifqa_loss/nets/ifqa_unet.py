@@ -20,7 +20,20 @@ from torch import nn
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 
 
-class DownResBlock(nn.Module):
+class _ResidualLayers(nn.Module):
+    """The layers both block kinds share (names as in the checkpoint)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+        self.norm1 = nn.InstanceNorm2d(in_channels, affine=True)
+        self.norm2 = nn.InstanceNorm2d(in_channels, affine=True)
+        # A learned 1x1 projection only where the width changes (checkpoint has no such key otherwise).
+        self.conv1x1 = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
+
+
+class DownResBlock(_ResidualLayers):
     """Pre-activation residual block (InstanceNorm, LeakyReLU 0.2), optional 2x avg-pool.
 
     ``(N,C_in,H,W) -> (N,C_out,H',W')`` with ``H' = H/2`` when ``downsample``.
@@ -28,14 +41,8 @@ class DownResBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, downsample: bool):
-        super().__init__()
+        super().__init__(in_channels, out_channels)
         self.downsample = downsample
-        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, 1, 1)
-        self.conv2 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.norm1 = nn.InstanceNorm2d(in_channels, affine=True)
-        self.norm2 = nn.InstanceNorm2d(in_channels, affine=True)
-        # A learned 1x1 projection only where the width changes (checkpoint has no such key otherwise).
-        self.conv1x1 = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.conv1x1 is None else self.conv1x1(x)
@@ -47,16 +54,8 @@ class DownResBlock(nn.Module):
         return (shortcut + h) * _INV_SQRT2
 
 
-class UpResBlock(nn.Module):
+class UpResBlock(_ResidualLayers):
     """Residual block with 2x nearest-neighbour upsampling: ``(N,C_in,H,W) -> (N,C_out,2H,2W)``."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, in_channels, 3, 1, 1)
-        self.conv2 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.norm1 = nn.InstanceNorm2d(in_channels, affine=True)
-        self.norm2 = nn.InstanceNorm2d(in_channels, affine=True)
-        self.conv1x1 = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = F.interpolate(x, scale_factor=2.0, mode="nearest")
