@@ -195,9 +195,14 @@ def find_checkpoint(metric: str) -> Path:
     for candidate in (root / spec.cache_filename, root / spec.official_filename):
         if candidate.is_file():
             return candidate
+    where = f"no checkpoint for {spec.name!r} found in {root} (set $IFQA_LOSS_HOME to use another folder).\n"
+    if spec.configurable:  # GFIQA: no public weights exist
+        raise CheckpointError(
+            where + f"  No public {spec.name} weights exist: train them with  ifqa-loss train-gfiqa ... --out RUN\n"
+            f"  then pass checkpoint='RUN/best.pth' or run:  ifqa-loss weights import RUN/best.pth --metric {spec.name}"
+        )
     raise CheckpointError(
-        f"no checkpoint for {spec.name!r} found in {root} (set $IFQA_LOSS_HOME to use another folder).\n"
-        f"  The official weights ({spec.official_filename}) are published by the authors at\n"
+        where + f"  The official weights ({spec.official_filename}) are published by the authors at\n"
         f"    {OFFICIAL_WEIGHTS_URL}\n    (linked from {OFFICIAL_REPO}).\n"
         f"  Download {spec.official_filename}, then run:  ifqa-loss weights import /path/to/{spec.official_filename}\n"
         f"  or pass the file directly: load_metric({spec.name!r}, checkpoint='/path/to/{spec.official_filename}')"

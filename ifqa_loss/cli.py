@@ -48,6 +48,7 @@ def _score(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     results: list[dict] = []
     used_stems: set[str] = set()
+    progress = tqdm(total=len(images), desc=f"{metric.name} scoring", unit="img", file=sys.stderr, disable=args.quiet)
 
     def flush(batch: list[tuple[Path, torch.Tensor, torch.Tensor]]) -> None:
         with torch.inference_mode():
@@ -60,14 +61,16 @@ def _score(args: argparse.Namespace) -> int:
                     stem, n = f"{path.stem}_{n}", n + 1
                 used_stems.add(stem)
                 save_map_images(output.cpu(), image, args.maps, stem)
+        progress.update(len(batch))  # counted when scored, not when read
         batch.clear()
 
     batch: list[tuple[Path, torch.Tensor, torch.Tensor]] = []
-    for path in tqdm(images, desc=f"{metric.name} scoring", unit="img", file=sys.stderr, disable=args.quiet):
+    for path in images:
         try:
             image = read_image(path)
         except ImageReadError as exc:
             problems.append(str(exc))
+            progress.update(1)
             continue
         with torch.inference_mode():
             prepared = metric.prepare(image[None].to(args.device))
@@ -76,6 +79,7 @@ def _score(args: argparse.Namespace) -> int:
             flush(batch)
     if batch:
         flush(batch)
+    progress.close()
 
     _write_results(results, args.format)
     for problem in problems:

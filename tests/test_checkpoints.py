@@ -131,3 +131,9 @@ def test_import_refuses_a_wrong_metric(home, ifqa_checkpoint):
     with pytest.raises(CheckpointError, match="ifqa\\+\\+"):
         checkpoints.import_checkpoint(ifqa_checkpoint, metric="ifqa++")
     assert not (home / "ifqapp.safetensors").exists()
+
+
+def test_missing_gfiqa_weights_point_to_training_not_to_a_download(home):
+    with pytest.raises(CheckpointError, match="ifqa-loss train-gfiqa") as info:
+        load_network("gfiqa")
+    assert "drive.google.com" not in str(info.value)

@@ -130,3 +130,14 @@ def test_bad_meta_files_are_refused(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
         gfiqa_train.read_meta(path)
+
+
+def test_imported_gfiqa_checkpoint_keeps_its_architecture(trained, tmp_path, monkeypatch):
+    from ifqa_loss import checkpoints, load_metric
+
+    cfg, _ = trained
+    monkeypatch.setenv("IFQA_LOSS_HOME", str(tmp_path))
+    entry = checkpoints.import_checkpoint(f"{cfg.out}/best.pth", metric="gfiqa")
+    assert entry["file"] == "gfiqa.safetensors"
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(load_metric("gfiqa").score(x), load_metric("gfiqa", f"{cfg.out}/best.pth").score(x))
