@@ -33,6 +33,7 @@ class FrozenMetricLoss(nn.Module):
         compile: bool,
         device: str | torch.device | None,
         dtype: torch.dtype | None,
+        check_values: bool = True,
     ):
         super().__init__()
         if reduction not in QF.REDUCTIONS:
@@ -55,6 +56,7 @@ class FrozenMetricLoss(nn.Module):
         self.include_in_state_dict = include_in_state_dict
         self.channels_last = channels_last
         self.compile = compile
+        self.check_values = check_values
         if channels_last:
             self.metric.net.to(memory_format=torch.channels_last)
         self._compiled: dict[str, Any] = {}
@@ -74,9 +76,10 @@ class FrozenMetricLoss(nn.Module):
         """Validated, range-converted, resized network input for ``pred`` (N,3,H,W) in ``input_range``."""
         if self.out_of_range == "clamp":
             low, high = self.input_range
-            check_image_batch(pred, self.input_range, name="pred", tolerance=high - low)
+            check_image_batch(pred, self.input_range, name="pred", tolerance=high - low,
+                              check_values=self.check_values)
             pred = pred.clamp(low, high)
-        x = self.metric.prepare(pred, self.input_range, self.antialias)
+        x = self.metric.prepare(pred, self.input_range, self.antialias, check_values=self.check_values)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def call_net(self, method: str, x: torch.Tensor) -> torch.Tensor:
@@ -109,6 +112,8 @@ class IFQALoss(FrozenMetricLoss):
         channels_last: run the network in channels_last memory format.
         compile: wrap the network in ``torch.compile`` on first use.
         device, dtype: where the metric weights live (default CPU, checkpoint dtype).
+        check_values: refuse NaN/Inf and out-of-range values (one host sync per call); ``False``
+            keeps only the shape/dtype/device checks, for the last few percent of GPU throughput.
 
     Forward: ``pred`` (N,3,H,W) in ``input_range``, any H,W -> loss (scalar, or (N,) for
     ``reduction="none"``); with ``return_map=True`` also the (N,1,S,S) float32 quality map.
@@ -129,13 +134,14 @@ class IFQALoss(FrozenMetricLoss):
         compile: bool = False,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        check_values: bool = True,
     ):
         if mode not in QF.LOSS_MODES:
             raise ValueError(f"mode must be one of {QF.LOSS_MODES}, got {mode!r}")
         if region_weights is not None:
             expand_region_weights(region_weights)  # validate names now, not at the first batch
         super().__init__(checkpoint, metric, input_range, reduction, antialias, out_of_range,
-                         include_in_state_dict, channels_last, compile, device, dtype)
+                         include_in_state_dict, channels_last, compile, device, dtype, check_values)
         if not self.metric.has_map:
             raise ValueError(f"IFQALoss needs a per-pixel metric; {self.metric.name!r} has none (use GFIQALoss)")
         self.mode = mode
@@ -212,9 +218,10 @@ class GFIQALoss(FrozenMetricLoss):
         compile: bool = False,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        check_values: bool = True,
     ):
         super().__init__(checkpoint, metric, input_range, reduction, antialias, out_of_range,
-                         include_in_state_dict, channels_last, compile, device, dtype)
+                         include_in_state_dict, channels_last, compile, device, dtype, check_values)
 
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
         mos = self.call_net("forward", self.network_input(pred)).float()

@@ -49,7 +49,11 @@ class QualityMetric(nn.Module):
         return next(self.net.parameters())
 
     def prepare(
-        self, x: torch.Tensor, input_range: tuple[float, float] = (0.0, 1.0), antialias: bool = False
+        self,
+        x: torch.Tensor,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        antialias: bool = False,
+        check_values: bool = True,
     ) -> torch.Tensor:
         """(N,3,H,W) in ``input_range`` -> (N,3,S,S) network input in [-1,1] (validated, resized, cast).
 
@@ -57,7 +61,7 @@ class QualityMetric(nn.Module):
         order exactly: both are affine maps and interpolation weights sum to one.
         """
         param = self._param()
-        preprocess.check_image_batch(x, input_range, device=param.device)
+        preprocess.check_image_batch(x, input_range, device=param.device, check_values=check_values)
         x = preprocess.resize(x, self.input_size, self.spec.resize_mode, antialias or self.spec.antialias)
         x = preprocess.to_signed_range(x, input_range)
         # Under autocast the network picks its own precision; otherwise follow the weights.

@@ -18,8 +18,13 @@ def check_image_batch(
     name: str = "input",
     device: torch.device | None = None,
     tolerance: float = RANGE_TOLERANCE,
+    check_values: bool = True,
 ) -> None:
-    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float (N,3,H,W) batch within ``input_range``."""
+    """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float (N,3,H,W) batch within ``input_range``.
+
+    ``check_values=False`` keeps the shape/dtype/device checks and skips the value checks,
+    which need one device-to-host sync per call.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N,3,H,W), got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != 3:
@@ -33,12 +38,18 @@ def check_image_batch(
         )
     if device is not None and x.device != device:
         raise ValueError(f"{name} is on {x.device} but the metric is on {device}; move one with .to(device)")
+    if not check_values:
+        return
     values = x.detach()
-    if not torch.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or Inf values; check the generator output before the loss")
     low, high = input_range
     lo, hi = values.aminmax()
-    if lo < low - tolerance or hi > high + tolerance:
+    # One host sync for all three checks (each `if tensor:` would be its own GPU round trip).
+    not_finite, too_low, too_high = torch.stack(
+        [~torch.isfinite(values).all(), lo < low - tolerance, hi > high + tolerance]
+    ).tolist()
+    if not_finite:
+        raise ValueError(f"{name} contains NaN or Inf values; check the generator output before the loss")
+    if too_low or too_high:
         raise ValueError(
             f"{name} values lie in [{lo.item():.3f}, {hi.item():.3f}] but input_range is {input_range}; "
             f"pass the right input_range ((-1, 1) for tanh outputs, (0, 1) for images) or clamp the input"

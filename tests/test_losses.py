@@ -224,3 +224,10 @@ def test_clamp_mode_accepts_overshoot_and_refuses_a_wrong_range_flag(metric):
     torch.testing.assert_close(loss_fn(x), IFQALoss(metric=metric)(x.clamp(-1, 1)))
     with pytest.raises(ValueError, match="input_range"):
         loss_fn(torch.rand(1, 3, 64, 64) * 255)
+
+
+def test_check_values_off_skips_only_the_value_checks(metric):
+    loss_fn = IFQALoss(metric=metric, check_values=False)
+    assert torch.isfinite(loss_fn(torch.full((1, 3, 32, 32), 3.0)))  # out of range, accepted unchecked
+    with pytest.raises(TypeError, match="integer dtype"):
+        loss_fn(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
