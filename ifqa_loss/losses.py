@@ -17,25 +17,29 @@ class FrozenMetricLoss(nn.Module):
     """Shared machinery of the quality losses: a frozen, eval-locked metric that never enters checkpoints.
 
     Subclasses implement ``forward``; they get the network input from :meth:`network_input` and run
-    the network through :meth:`call_net` (channels_last / torch.compile handled there).
+    the network through :meth:`call_net` (channels_last / torch.compile handled there). Arguments
+    are documented on :class:`IFQALoss`; ``metric=None`` means the subclass's ``default_metric``.
     """
+
+    default_metric = "ifqa"
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike | None,
-        metric: str | QualityMetric,
-        input_range: tuple[float, float],
-        reduction: str,
-        antialias: bool,
-        out_of_range: str,
-        include_in_state_dict: bool,
-        channels_last: bool,
-        compile: bool,
-        device: str | torch.device | None,
-        dtype: torch.dtype | None,
+        checkpoint: str | os.PathLike | None = None,
+        metric: str | QualityMetric | None = None,
+        input_range: tuple[float, float] = (-1, 1),
+        reduction: str = "mean",
+        antialias: bool = False,
+        out_of_range: str = "error",
+        include_in_state_dict: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
         check_values: bool = True,
     ):
         super().__init__()
+        metric = self.default_metric if metric is None else metric
         if reduction not in QF.REDUCTIONS:
             raise ValueError(f"reduction must be one of {QF.REDUCTIONS}, got {reduction!r}")
         input_range = tuple(float(v) for v in input_range)
@@ -201,27 +205,12 @@ class IFQALoss(FrozenMetricLoss):
 class GFIQALoss(FrozenMetricLoss):
     """``1 - predicted MOS`` of a trained GFIQA model, with the same hygiene, autocast and input rules as IFQALoss.
 
-    Args: as :class:`IFQALoss` minus the map options; ``metric`` is ``"gfiqa"`` or a loaded metric.
+    Args: as :class:`IFQALoss` minus ``mode`` and ``region_weights``; ``metric`` defaults to ``"gfiqa"``
+    (or pass a loaded metric), ``checkpoint`` to the installed GFIQA weights.
     Forward: ``pred`` (N,3,H,W) in ``input_range`` -> scalar (or (N,) with ``reduction="none"``).
     """
 
-    def __init__(
-        self,
-        checkpoint: str | os.PathLike | None = None,
-        metric: str | QualityMetric = "gfiqa",
-        input_range: tuple[float, float] = (-1, 1),
-        reduction: str = "mean",
-        antialias: bool = False,
-        out_of_range: str = "error",
-        include_in_state_dict: bool = False,
-        channels_last: bool = False,
-        compile: bool = False,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
-        check_values: bool = True,
-    ):
-        super().__init__(checkpoint, metric, input_range, reduction, antialias, out_of_range,
-                         include_in_state_dict, channels_last, compile, device, dtype, check_values)
+    default_metric = "gfiqa"
 
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
         mos = self.call_net("forward", self.network_input(pred)).float()
