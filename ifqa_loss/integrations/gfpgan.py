@@ -17,12 +17,16 @@ Importing this module registers the model (and, through the basicsr adapter, the
 """
 from __future__ import annotations
 
-from basicsr.losses import build_loss  # noqa: E402,I001
+from .compat import install_functional_tensor_alias
+
+install_functional_tensor_alias()  # must run before the first basicsr import below
+
+from basicsr.losses import build_loss  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 from gfpgan.models.gfpgan_model import GFPGANModel  # noqa: E402
 
 from ..regions import regions_from_boxes  # noqa: E402
-from .basicsr import IFQALoss  # noqa: F401  (registers the loss; installs the torchvision alias)
+from . import basicsr as _registers_losses  # noqa: E402,F401  (IFQALoss/GFIQALoss in LOSS_REGISTRY)
 
 
 class _PixelLossWithIFQA:

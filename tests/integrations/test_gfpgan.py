@@ -72,3 +72,17 @@ def test_example_options_file_names_our_model_and_a_buildable_ifqa_term(ifqa_che
     ifqa_opt = dict(opt["train"]["ifqa_opt"], checkpoint=str(ifqa_checkpoint))
     loss = build_loss(ifqa_opt)
     assert isinstance(loss, IFQALoss) and loss.loss_weight == 0.1
+
+
+def test_adapter_and_launcher_import_in_a_fresh_process():
+    """Import order matters (the torchvision alias must precede basicsr): check without help from other tests."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    launcher = Path(__file__).parents[2] / "integrations" / "train_gfpgan_ifqa.py"
+    code = (f"import importlib.util as u; s = u.spec_from_file_location('launcher', {str(launcher)!r}); "
+            "s.loader.exec_module(u.module_from_spec(s))")
+    for snippet in ("import ifqa_loss.integrations.basicsr", "import ifqa_loss.integrations.gfpgan", code):
+        done = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-800:]
