@@ -39,6 +39,8 @@ class FrozenMetricLoss(nn.Module):
         include_in_state_dict: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        precision: str | None = None,
+        fast: bool | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         check_values: bool = True,
@@ -55,12 +57,14 @@ class FrozenMetricLoss(nn.Module):
         if isinstance(metric, QualityMetric):
             if checkpoint is not None or random_weights:
                 raise ValueError("pass either a loaded metric or checkpoint=/random_weights=, not both")
-            loaded = metric.with_options(channels_last=channels_last, compile=compile).to(device=device, dtype=dtype)
+            loaded = metric.with_options(channels_last=channels_last, compile=compile, precision=precision,
+                                         fast=fast if fast is not None else metric.fast).to(device=device, dtype=dtype)
         else:
             name = metric or self.default_metric if random_weights else resolve_metric(
                 metric, checkpoint, default=self.default_metric)
             loaded = load_metric(name, checkpoint=checkpoint, device=device or "cpu", dtype=dtype,
-                                 channels_last=channels_last, compile=compile, random_weights=random_weights)
+                                 channels_last=channels_last, compile=compile, precision=precision, fast=fast,
+                                 random_weights=random_weights)
         self.__dict__["metric"] = loaded  # unregistered on purpose (see the class docstring)
         self.input_range = input_range
         self.reduction = reduction

@@ -28,6 +28,10 @@ class IFQALoss(FrozenMetricLoss):
             (off: checkpoints stay small, and a parent saved without them still loads strictly).
         channels_last: run the network on channels_last input.
         compile: wrap the network in ``torch.compile`` on first use.
+        precision: ``None`` (default): :func:`ifqa_loss.metric.default_loss_precision` of the input's
+            device — the fastest mode whose input gradient matches fp32 within 1e-2 relative L2
+            (CPU: ``"exact"``; CUDA: ``"tf32"``); or ``"exact"``, ``"tf32"``, ``"bf16"``.
+        fast: use the fast IFQA network (same function); ``None``: where measured faster.
         device, dtype: where the metric weights live (default CPU, checkpoint dtype).
         check_values: refuse NaN/Inf and out-of-range values (one host sync per call); ``False``
             keeps only the shape/dtype/device checks, for the last few percent of GPU throughput.
