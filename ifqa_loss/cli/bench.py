@@ -8,7 +8,7 @@ from .common import fail
 
 def run_bench(args: argparse.Namespace) -> int:
     try:
-        from ..bench.overhead import main as bench_main
+        from ..bench.suite import main as bench_main
     except ImportError as exc:
         return fail(f"the benchmarks need extra packages ({exc}): pip install 'ifqa-loss[bench]'")
     return bench_main(args.extra_args)

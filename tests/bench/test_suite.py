@@ -3,7 +3,10 @@ import json
 import pytest
 from PIL import Image
 
-from ifqa_loss.bench import overhead
+from ifqa_loss.bench import report as bench_report
+from ifqa_loss.bench import suite
+from ifqa_loss.bench.losses import measure_losses
+from ifqa_loss.bench.timing import interleaved, noise_warnings, summarize
 from ifqa_loss.bench.generator import RestorationGenerator
 
 
@@ -16,7 +19,7 @@ def test_generator_restores_at_its_size():
 
 @pytest.fixture
 def tiny_config():
-    return overhead.Config(
+    return suite.Config(
         losses=("l1", "ifqa", "naive-ifqa"), variants=("fp32", "bf16"), batch_sizes=(1, 2), input_sizes=(64,),
         warmup=0, repeats=2, goal_rounds=2, goal_batch=1, goal_size=64, generator_size=32, generator_batch=1,
         generator_losses=("ifqa",), ifqa_widths=(4, 8, 8, 16, 16),
@@ -24,7 +27,7 @@ def tiny_config():
 
 
 def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_config, tmp_path):
-    report = overhead.run(tiny_config, log=lambda msg: None)
+    report = suite.run(tiny_config, log=lambda msg: None)
     rows = report["losses"]
     assert {(r["loss"], r["variant"]) for r in rows} == {
         ("l1", "fp32"), ("ifqa", "fp32"), ("ifqa", "bf16"), ("naive-ifqa", "fp32"), ("naive-ifqa", "bf16")}
@@ -32,20 +35,21 @@ def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_config, tmp_pa
     for r in rows:
         assert r["forward_backward_ms"]["n"] == 2 and r["forward_backward_ms"]["median"] > 0
         assert r["images_per_s"] == pytest.approx(r["batch"] / (r["forward_backward_ms"]["median"] / 1e3))
-    assert report["goals"]["ratio_fp32_vs_naive"] > 0
+    assert report["naive_comparison"]["ratio_fp32_vs_naive"] > 0
     assert [g["step"] for g in report["generator"]] == ["generator only", "+ ifqa"]
     assert report["generator"][0]["overhead_ratio"] == 1.0
 
-    text = overhead.markdown(report)
+    text = bench_report.markdown(report)
     table = [line for line in text.splitlines() if line.startswith("| ifqa | bf16 |")]
     assert len(table) == 2 and all(line.count("|") == 10 for line in table)
-    assert "Ratio fp32 / naive" in text and "generator only" in text
+    assert "IFQALoss time / naive time" in text and "generator only" in text
+    assert all(r["peak_memory_mib"] >= 0 for r in report["generator"])
 
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     assert json.loads(path.read_text())["environment"]["torch"]
     png = tmp_path / "plot.png"
-    overhead.plot(report, str(png))
+    bench_report.plot(report, str(png))
     with Image.open(png) as img:
         assert img.format == "PNG" and img.size[0] > 600
 
@@ -53,7 +57,7 @@ def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_config, tmp_pa
 def test_cli_runs_the_benchmark_and_writes_json(tmp_path, capsys, monkeypatch):
     from ifqa_loss.cli import main
 
-    monkeypatch.setattr(overhead, "default_config", lambda device: overhead.Config(
+    monkeypatch.setattr(suite, "default_config", lambda device: suite.Config(
         losses=("l1",), input_sizes=(32,), batch_sizes=(1,), warmup=0, repeats=1, ifqa_widths=(4, 8, 8, 16, 16),
         goal_size=32, goal_batch=1, goal_rounds=1, generator_size=32, generator_losses=()))
     out = tmp_path / "r.json"
@@ -65,12 +69,37 @@ def test_cli_runs_the_benchmark_and_writes_json(tmp_path, capsys, monkeypatch):
 def test_gfiqa_loss_is_timed_when_asked_for():
     from helpers import TINY_GFIQA
 
-    cfg = overhead.Config(losses=("gfiqa",), input_sizes=(48,), batch_sizes=(2,), warmup=0, repeats=1,
-                          gfiqa_kwargs=dict(TINY_GFIQA))
-    rows = overhead.measure_losses(cfg, log=lambda msg: None)
+    cfg = suite.Config(losses=("gfiqa",), input_sizes=(48,), batch_sizes=(2,), warmup=0, repeats=1,
+                       gfiqa_kwargs=dict(TINY_GFIQA))
+    rows = measure_losses(cfg, log=lambda msg: None)
     assert [(r["loss"], r["batch"]) for r in rows] == [("gfiqa", 2)] and rows[0]["images_per_s"] > 0
 
 
 def test_unknown_loss_is_refused(capsys):
-    assert overhead.main(["--device", "cpu", "--losses", "ssim"]) == 2
+    assert suite.main(["--device", "cpu", "--losses", "ssim"]) == 2
     assert "unknown loss" in capsys.readouterr().err
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        suite.main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--repeats", "--warmup", "--generator-size", "--generator-batch", "--batch-sizes"):
+        assert option in text
+    assert len([line for line in text.splitlines() if line.strip().startswith("--")]) >= 14  # none bare
+
+
+def test_cuda_defaults_sweep_gpu_sized_batches():
+    cfg = suite.default_config("cuda")
+    assert cfg.batch_sizes == (8, 64, 256) and cfg.goal_batch == 64
+    assert (cfg.generator_size, cfg.generator_batch) == (512, 8)
+
+
+def test_interleaved_timing_flags_a_noisy_contender():
+    import time
+
+    calls = iter([0.0, 0.0, 0.05, 0.0, 0.0])  # one slow call among fast ones
+    result = interleaved({"jittery": lambda: time.sleep(next(calls)), "steady": lambda: None}, rounds=5, warmup=0)
+    assert result["jittery"]["n"] == 5 and result["jittery"]["max"] >= 50
+    assert summarize([10, 10, 10, 10])["noisy"] is False
+    assert noise_warnings({"x": summarize([10, 10, 30, 40])})[0].startswith("x: spread")
