@@ -20,7 +20,8 @@ from .memory import PeakMemory
 from .timing import interleaved
 
 ALL_LOSSES = ("l1", "lpips-alex", "lpips-vgg", "ifqa", "naive-ifqa", "ifqa++", "gfiqa")
-ALL_VARIANTS = ("fp32", "bf16", "fp16", "channels_last", "bf16+channels_last", "compile")
+# "published": IFQA through the published structure instead of the exact fast rewrite (fp32).
+ALL_VARIANTS = ("fp32", "bf16", "fp16", "channels_last", "bf16+channels_last", "compile", "published")
 
 
 def _lpips(net: str, device: str) -> tuple[Callable, str]:
@@ -49,7 +50,8 @@ def build_loss(name: str, variant: str, cfg) -> tuple[Callable, str]:
     if name in ("ifqa", "ifqa++"):
         net = IFQADiscriminator(cfg.ifqa_widths) if name == "ifqa" else IFQAViT(**cfg.vit_dims)
         metric = QualityMetric(net, get_spec(name)).to(cfg.device)
-        loss = IFQALoss(metric=metric, channels_last=channels_last, compile=compile_net)
+        loss = IFQALoss(metric=metric, channels_last=channels_last, compile=compile_net,
+                        fast=False if variant == "published" else None)
         return (lambda pred, target: loss(pred)), "random weights"
     if name == "gfiqa":
         metric = QualityMetric(GFIQA(**cfg.gfiqa_kwargs), get_spec("gfiqa")).to(cfg.device)

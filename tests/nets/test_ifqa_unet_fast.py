@@ -118,7 +118,8 @@ def test_trainable_parameters_run_the_published_structure():
 
 
 @pytest.mark.skipif(os.environ.get("IFQA_TEST_COMPILE") != "1",
-                    reason="SLOW: torch.compile of the tiny IFQA took 462 s (fwd + bwd) on 2 shared cores; "
+                    reason="SLOW: torch.compile of the tiny IFQA took 462 s (fwd + bwd) and 689 s (forward) on 2 shared "
+                           "cores under load ~10; "
                            "set IFQA_TEST_COMPILE=1 to run it")
 @torch.no_grad()
 def test_torch_compile_on_cpu_matches_eager():
