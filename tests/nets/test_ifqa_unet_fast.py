@@ -30,12 +30,6 @@ def _tiny(seed: int = 0) -> IFQADiscriminator:
     return net
 
 
-def _pattern_batch(size: int, dtype=torch.float32) -> torch.Tensor:
-    """The reference pattern and its mirror image: two different images in one batch."""
-    x = pattern_input(size)
-    return torch.cat([x, x.flip(-1)]).to(dtype)
-
-
 def _map_and_input_grad(net, x):
     x = x.clone().requires_grad_()
     qmap = torch.sigmoid(net.logits(x))
@@ -69,7 +63,7 @@ def test_fp32_map_and_input_gradient_equal_the_published_structure(published):
 def test_fp64_map_and_input_gradient_equal_the_published_structure(published):
     net = IFQADiscriminator().eval().requires_grad_(False)
     net.load_state_dict(published.state_dict())
-    _assert_same_function(net.double(), _pattern_batch(64, torch.float64), 1e-10)
+    _assert_same_function(net.double(), pattern_input(64).double(), 1e-10)  # batches: test_non_square_batch_matches
 
 
 @torch.no_grad()
