@@ -5,10 +5,61 @@ first bad batch instead of silently optimising towards garbage.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 RANGE_TOLERANCE = 1e-3  # generators overshoot by rounding; anything larger is a wrong range flag
+CLAMP_HINT = "clamp it first (x.clamp(low, high))"
+LOSS_CLAMP_HINT = 'pass out_of_range="clamp" to the loss (it clamps; gradients stop outside the range)'
+
+
+class UnitRangeInSignedRangeWarning(UserWarning):
+    """A whole batch lies in [0, 1] while ``input_range`` is (-1, 1): probably ``input_range=(0, 1)`` was meant."""
+
+
+def integer_dtype_hint(dtype: torch.dtype, input_range: tuple[float, float]) -> str:
+    """The message for an integer image batch: how to reach ``input_range`` from 0..255.
+
+    Example:
+        >>> integer_dtype_hint(torch.uint8, (0.0, 1.0)).endswith("x.float() / 255")
+        True
+    """
+    low, high = (float(v) for v in input_range)
+    conversion = "x.float() / 255" if (low, high) == (0.0, 1.0) else f"x.float() / 255 * {high - low:g} + {low:g}"
+    if (low, high) == (-1.0, 1.0):
+        conversion = "x.float() / 127.5 - 1"
+    return f"input has integer dtype {dtype}; images in 0..255 become floats in {(low, high)} with {conversion}"
+
+
+def out_of_range_message(name: str, lo: float, hi: float, input_range: tuple[float, float],
+                         tolerance: float = RANGE_TOLERANCE, overshoot_hint: str = CLAMP_HINT) -> str:
+    """Explain values ``[lo, hi]`` outside ``input_range``: say what was seen and name the likely cause.
+
+    A batch that leaves the range by a fraction of its width is an overshooting generator
+    (unbounded output layer), not a wrong ``input_range``; a batch spanning another range is a
+    wrong flag or a missing /255.
+
+    Example:
+        >>> "overshoot" in out_of_range_message("pred", -0.032, 1.041, (0.0, 1.0))
+        True
+        >>> "input_range=(-1, 1)" in out_of_range_message("pred", -0.98, 0.97, (0.0, 1.0))
+        True
+    """
+    low, high = (float(v) for v in input_range)
+    width = high - low
+    seen = f"{name} values lie in [{lo:.3f}, {hi:.3f}], outside input_range {(low, high)}"
+    if hi > 2.0 and lo >= -tolerance and hi <= 255.0 + tolerance:
+        return f"{seen}: this looks like 0..255 pixel values; divide by 255 (and use input_range=(0, 1))"
+    if (low, high) == (0.0, 1.0) and lo < -0.25 and lo >= -1.0 - 0.25 and hi <= 1.0 + 0.25:
+        return f"{seen}: this looks like a (-1, 1) batch (tanh output); pass input_range=(-1, 1)"
+    excess = max(low - lo, hi - high)
+    if excess <= 0.25 * width:
+        return (f"{seen} by up to {excess:.3f}: an overshoot of an unbounded generator output (no final "
+                f"tanh/sigmoid), not a wrong input_range; {overshoot_hint}")
+    return (f"{seen} by {excess:.3f}, more than a generator overshoot: pass the input_range of your data "
+            f"((-1, 1) for tanh outputs, (0, 1) for images) or check the generator for divergence")
 
 
 def check_image_batch(
@@ -19,11 +70,21 @@ def check_image_batch(
     device: torch.device | None = None,
     tolerance: float = RANGE_TOLERANCE,
     check_values: bool = True,
+    overshoot_hint: str = CLAMP_HINT,
 ) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float (N,3,H,W) batch within ``input_range``.
 
     ``check_values=False`` keeps the shape/dtype/device checks and skips the value checks,
-    which need one device-to-host sync per call.
+    which need one device-to-host sync per call. ``overshoot_hint`` is the fix the message offers
+    for a small overshoot (losses offer ``out_of_range="clamp"``).
+
+    With ``input_range=(-1, 1)`` a batch lying wholly in [0, 1] (minimum >= 0) warns
+    :class:`UnitRangeInSignedRangeWarning`: a face image in [-1, 1] has dark pixels (eyes, hair,
+    shadows) below 0, a [0, 1] image never does, and scoring it as (-1, 1) gives a wrong value
+    silently. Warnings show once per call site (Python's default filter).
+
+    Example:
+        >>> check_image_batch(torch.zeros(1, 3, 8, 8), (0.0, 1.0))
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N,3,H,W), got {type(x).__name__}")
@@ -33,9 +94,7 @@ def check_image_batch(
     if x.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (N=0); pass at least one image")
     if not x.is_floating_point():
-        raise TypeError(
-            f"{name} has integer dtype {x.dtype}; convert it to float in {input_range}, e.g. x.float() / 255"
-        )
+        raise TypeError(integer_dtype_hint(x.dtype, input_range).replace("input", name, 1))
     if device is not None and x.device != device:
         raise ValueError(f"{name} is on {x.device} but the metric is on {device}; move one with .to(device)")
     if not check_values:
@@ -43,17 +102,19 @@ def check_image_batch(
     values = x.detach()
     low, high = input_range
     lo, hi = values.aminmax()
-    # One host sync for all three checks (each `if tensor:` would be its own GPU round trip).
-    not_finite, too_low, too_high = torch.stack(
-        [~torch.isfinite(values).all(), lo < low - tolerance, hi > high + tolerance]
+    # One host sync for all checks (each `if tensor:` would be its own GPU round trip).
+    not_finite, too_low, too_high, lo_value, hi_value = torch.stack(
+        [~torch.isfinite(values).all(), lo < low - tolerance, hi > high + tolerance, lo.float(), hi.float()]
     ).tolist()
     if not_finite:
         raise ValueError(f"{name} contains NaN or Inf values; check the generator output before the loss")
     if too_low or too_high:
-        raise ValueError(
-            f"{name} values lie in [{lo.item():.3f}, {hi.item():.3f}] but input_range is {input_range}; "
-            f"pass the right input_range ((-1, 1) for tanh outputs, (0, 1) for images) or clamp the input"
-        )
+        raise ValueError(out_of_range_message(name, lo_value, hi_value, (low, high), tolerance, overshoot_hint))
+    if (low, high) == (-1.0, 1.0) and lo_value >= 0.0 and hi_value > 0.0:
+        warnings.warn(
+            f"{name} lies wholly in [{lo_value:.3f}, {hi_value:.3f}] (no negative value) but input_range is "
+            f"(-1, 1): a [0, 1] image? Pass input_range=(0, 1) if so; a real (-1, 1) face batch has values below 0",
+            UnitRangeInSignedRangeWarning, stacklevel=3)
 
 
 def to_signed_range(x: torch.Tensor, input_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
