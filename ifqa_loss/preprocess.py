@@ -33,6 +33,27 @@ def integer_dtype_hint(dtype: torch.dtype, input_range: tuple[float, float]) -> 
     return f"input has integer dtype {dtype}; images in 0..255 become floats in {(low, high)} with {conversion}"
 
 
+def other_range_reason(lo: float, hi: float, input_range: tuple[float, float],
+                       tolerance: float = RANGE_TOLERANCE) -> str | None:
+    """Why a batch spanning ``[lo, hi]`` is data in another range rather than an overshoot, or None.
+
+    0..255 values (no negative value, maximum above 25), or a (-1, 1) batch under ``input_range=(0, 1)``
+    (minimum below -0.75). Clamping hides neither, so ``out_of_range="clamp"`` still refuses them.
+
+    Example:
+        >>> other_range_reason(0.0, 255.0, (-1.0, 1.0))
+        'this looks like 0..255 pixel values; divide by 255 (and use input_range=(0, 1))'
+        >>> other_range_reason(-2.3, 4.0, (-1.0, 1.0)) is None   # a diverging generator, not a range flag
+        True
+    """
+    low, high = (float(v) for v in input_range)
+    if lo >= -tolerance and hi > 25.0:
+        return "this looks like 0..255 pixel values; divide by 255 (and use input_range=(0, 1))"
+    if (low, high) == (0.0, 1.0) and -1.0 - 0.25 <= lo < -0.75 and hi <= 1.0 + 0.25:
+        return "this looks like a (-1, 1) batch (tanh output); pass input_range=(-1, 1)"
+    return None
+
+
 def out_of_range_message(name: str, lo: float, hi: float, input_range: tuple[float, float],
                          tolerance: float = RANGE_TOLERANCE, overshoot_hint: str = CLAMP_HINT) -> str:
     """Explain values ``[lo, hi]`` outside ``input_range``: say what was seen and name the likely cause.
@@ -71,12 +92,15 @@ def check_image_batch(
     tolerance: float = RANGE_TOLERANCE,
     check_values: bool = True,
     overshoot_hint: str = CLAMP_HINT,
+    out_of_range: str = "error",
 ) -> None:
     """Raise ``ValueError``/``TypeError`` unless ``x`` is a finite float (N,3,H,W) batch within ``input_range``.
 
     ``check_values=False`` keeps the shape/dtype/device checks and skips the value checks,
     which need one device-to-host sync per call. ``overshoot_hint`` is the fix the message offers
-    for a small overshoot (losses offer ``out_of_range="clamp"``).
+    for a small overshoot (losses offer ``out_of_range="clamp"``). ``out_of_range="clamp"`` (the
+    caller clamps afterwards) accepts any overshoot and refuses only data in another range
+    (:func:`other_range_reason`).
 
     With ``input_range=(-1, 1)`` a batch lying wholly in [0, 1] (minimum >= 0) warns
     :class:`UnitRangeInSignedRangeWarning`: a face image in [-1, 1] has dark pixels (eyes, hair,
@@ -108,7 +132,12 @@ def check_image_batch(
     ).tolist()
     if not_finite:
         raise ValueError(f"{name} contains NaN or Inf values; check the generator output before the loss")
-    if too_low or too_high:
+    if out_of_range == "clamp":
+        reason = other_range_reason(lo_value, hi_value, (low, high), tolerance) if too_low or too_high else None
+        if reason:
+            raise ValueError(f"{name} values lie in [{lo_value:.3f}, {hi_value:.3f}] with input_range {(low, high)}: "
+                             f"{reason}; out_of_range='clamp' clamps a generator's overshoot, not another range")
+    elif too_low or too_high:
         raise ValueError(out_of_range_message(name, lo_value, hi_value, (low, high), tolerance, overshoot_hint))
     if (low, high) == (-1.0, 1.0) and lo_value >= 0.0 and hi_value > 0.0:
         warnings.warn(

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..losses import IFQALoss
-from ..metrics import QualityMetric
+from ..metric import QualityMetric
 from .compat import install_functional_tensor_alias
 
 # GPEN's training/data_loader/degradations.py (a copy of basicsr's) imports torchvision's pre-0.17 name;
