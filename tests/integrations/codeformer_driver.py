@@ -51,7 +51,7 @@ def _options(root: Path, data: str, metric) -> dict:
     opt["path"].update(pretrain_network_g=None, pretrain_network_d=None)
     opt["datasets"]["train"].update(dataroot_gt=data, batch_size_per_gpu=1, num_worker_per_gpu=0, phase="train")
     opt["network_g"].update(dim_embd=32, n_head=2, n_layers=1, connect_list=["32"])
-    opt["network_vqgan"]["nf"] = 4
+    opt["network_vqgan"]["nf"] = 32  # GroupNorm(32 groups) needs >= 32
     opt["network_d"].update(ndf=4, n_layers=2)
     opt["train"].update(net_d_start_iter=1)
     opt["train"]["ifqa_opt"] = dict(opt["train"]["ifqa_opt"], checkpoint=None, metric=metric)
