@@ -8,11 +8,11 @@ from PIL import Image
 
 from ifqa_loss.preprocess import UnitRangeInSignedRangeWarning, check_image_batch
 
-from reference import FIXTURES
+from reference import SAMPLES
 
 
 def _face(size=64):
-    image = Image.open(FIXTURES / "face256.png").convert("RGB").resize((size, size))
+    image = Image.open(SAMPLES / "face256.png").convert("RGB").resize((size, size))
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 255
 
 
