@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoints import read_state_dict, stylegan_prior_state_dict
 from .imageio import read_image
-from .nets.gfiqa import GFIQA, ResNet50MOS
+from .nets.gfiqa import GFIQA, ResNet50MOS, build_gfiqa
 
-ARCHITECTURES = {"gfiqa": GFIQA, "resnet50": ResNet50MOS}
+ARCHITECTURES = {"gfiqa": build_gfiqa, "resnet50": ResNet50MOS}
 
 
 # ----------------------------------------------------------------------------------- data

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .nets.gfiqa import GFIQA
+from .nets.gfiqa import build_gfiqa
 from .nets.ifqa_unet import IFQADiscriminator
 from .nets.ifqa_vit import IFQAViT
 
@@ -64,7 +64,7 @@ METRICS: dict[str, MetricSpec] = {
     # No public weights exist: checkpoints come from `ifqa-loss train-gfiqa` and carry their config.
     "gfiqa": MetricSpec(
         name="gfiqa",
-        build=GFIQA,
+        build=build_gfiqa,
         input_size=512,
         resize_mode="bilinear",
         official_filename="gfiqa.pth",
