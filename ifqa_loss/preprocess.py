@@ -125,3 +125,37 @@ def resize_uint8_like_cv2(image: torch.Tensor, size: int | tuple[int, int]) -> t
     r1 = rows[..., y1, :] >> 4
     out = ((r0 * b0[:, None]) >> 16) + ((r1 * b1[:, None]) >> 16)
     return ((out + 2) >> 2).clamp(0, 255).to(torch.uint8)
+
+
+def official_network_input(image: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """The official IFQA ``test.py`` preprocessing of decoded uint8 RGB images: (N,3,H,W) uint8 -> (N,3,S,S) float32.
+
+    * ``"bilinear"`` (IFQA): cv2 INTER_LINEAR resize of the uint8 image (:func:`resize_uint8_like_cv2`),
+      then albumentations ``Normalize(0.5, 0.5)`` in float32: ``(v - 127.5) * float32(1 / 127.5)``.
+    * ``"bicubic"`` (IFQA++): normalise first, then cv2 INTER_CUBIC on floats; computed in float64,
+      which agrees with cv2's float resize to ~3e-7 (torch's float32 bicubic is ~1e-4 off it).
+
+    Output in [-1,1]: feed it to the network, or to a metric with ``input_range=(-1, 1)``. Not
+    differentiable; the losses use :func:`resize`. Decode files with
+    :func:`ifqa_loss.imageio.read_image_official`.
+
+    Example:
+        >>> official_network_input(torch.full((1, 3, 300, 200), 255, dtype=torch.uint8), 256).unique().tolist()
+        [1.0]
+    """
+    if image.dtype != torch.uint8 or image.ndim != 4 or image.shape[1] != 3:
+        raise TypeError(f"official_network_input takes (N,3,H,W) uint8 images, got {image.dtype} {tuple(image.shape)}")
+    if mode == "bilinear":
+        return _albumentations_normalize(resize_uint8_like_cv2(image, size))
+    if mode == "bicubic":
+        x = _albumentations_normalize(image)
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x.double(), size=(size, size), mode="bicubic", align_corners=False).float()
+        return x
+    raise ValueError(f"the official preprocessing exists for 'bilinear' (IFQA) and 'bicubic' (IFQA++), got {mode!r}")
+
+
+def _albumentations_normalize(image: torch.Tensor) -> torch.Tensor:
+    """albumentations 1.x ``Normalize(mean=0.5, std=0.5)`` of uint8: float32 ``(v - 127.5) * float32(1/127.5)``."""
+    x = image.float() - 127.5
+    return x * torch.tensor(1 / 127.5, dtype=torch.float32, device=x.device)
