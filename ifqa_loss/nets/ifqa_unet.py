@@ -85,6 +85,7 @@ class IFQADiscriminator(nn.Module):
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"IFQADiscriminator needs 5 encoder widths, got {widths}")
+        self.config = {"widths": tuple(widths), "num_bottleneck": num_bottleneck}  # stored with trained weights
         w1, w2, w3, w4, w5 = widths
         # Names follow the output resolution at a 256 input, as in the published checkpoint.
         self.encoder128 = DownResBlock(3, w1, downsample=True)
