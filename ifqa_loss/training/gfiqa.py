@@ -265,7 +265,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
-    prior: str | None = None  # GFPGANv1.3/1.4.pth (or a bare StyleGAN2 state dict)
+    prior: str | None = None  # StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth (prior="cmul1") or GFPGANv1.3/1.4.pth
+    allow_random_prior: bool = False  # True: train GFIQA without prior weights (tests only; not the paper's model)
     encoder_weights: str | None = None  # torchvision resnet50 ImageNet state dict
     resume: bool = False
     amp: bool = True  # used on CUDA only
@@ -274,6 +275,30 @@ class TrainConfig:
     allow_random_perceptual: bool = False  # True: a random LPIPS backbone when torchvision's weights are missing
     hflip: bool = True  # random horizontal flips of training images (the paper is silent)
     progress: bool = True
+
+
+# The published file each GFIQA prior loads from (GFP-GAN's GitHub releases).
+PRIOR_FILES = {
+    "cmul1": "StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth (GFP-GAN release v0.1.0; the paper's widths)",
+    "clean": "GFPGANv1.3.pth or GFPGANv1.4.pth (its stylegan_decoder)",
+}
+
+
+def load_prior(model: GFIQA, path: str | Path) -> None:
+    """Load the frozen StyleGAN2 prior strictly; a file of the other layout gets a message naming the right one."""
+    state_dict = stylegan_prior_state_dict(path)
+    missing, unexpected = (sorted(set(model.generator.state_dict()) - set(state_dict)),
+                           sorted(set(state_dict) - set(model.generator.state_dict())))
+    prior = model.config["prior"]
+    if missing or unexpected:
+        other = next(name for name in PRIOR_FILES if name != prior)
+        raise ValueError(f"{path} is not a {prior!r} prior (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                         f"prior={prior!r} loads {PRIOR_FILES[prior]}. For {PRIOR_FILES[other]} train with "
+                         f"--model-kwargs '{{\"prior\": \"{other}\"}}'")
+    try:
+        model.generator.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:  # same names, other shapes (e.g. another channel multiplier)
+        raise ValueError(f"{path} does not fit prior={prior!r} ({PRIOR_FILES[prior]}): {exc}") from exc
 
 
 def build_model(model: str, config: dict) -> nn.Module:
@@ -307,7 +332,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
             raise ValueError(f"{cfg.encoder_weights} is not a torchvision ResNet50 state dict (missing {missing[:3]})")
     if isinstance(model, GFIQA):
         if cfg.prior:
-            model.generator.load_state_dict(stylegan_prior_state_dict(cfg.prior), strict=True)
+            load_prior(model, cfg.prior)
+        elif not cfg.allow_random_prior:
+            raise ValueError(f"GFIQA needs its pretrained StyleGAN2 prior: {PRIOR_FILES[model.config['prior']]}. "
+                             "Pass it with --prior FILE (--allow-random-prior trains with a random prior: tests only)")
         model.init_mean_latent()
     model.to(cfg.device)
     loaders = {
@@ -375,8 +403,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
 
 def evaluate(checkpoint: str, images: str, meta: str, split: str = "test", seed: int = 0, device: str = "cpu",
-             batch_size: int = 16) -> dict:
-    """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row)."""
+             batch_size: int = 16, logistic: bool = False) -> dict:
+    """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row); see :func:`correlation_metrics`."""
     metric = load_metric(checkpoint=checkpoint, device=device)
     if metric.has_map:
         raise ValueError(f"{checkpoint} holds {metric.name!r} weights, not a MOS model trained with train-gfiqa")
@@ -385,4 +413,5 @@ def evaluate(checkpoint: str, images: str, meta: str, split: str = "test", seed:
         rows = split_rows(rows, seed)[split]
     loader = DataLoader(MOSDataset(images, rows, metric.input_size, metric.name), batch_size=batch_size)
     model = metric.net
-    return {"split": split, "images": len(rows), **correlation_metrics(*predict(model, loader, device))}
+    return {"split": split, "images": len(rows),
+            **correlation_metrics(*predict(model, loader, device), logistic=logistic)}

@@ -110,3 +110,14 @@ def test_config_of_the_removed_variant_is_refused_with_the_reason():
     legacy = {**{k: v for k, v in TINY_GFIQA.items() if k != "prior"}, "channel_multiplier": 1}
     with pytest.raises(ValueError, match="pre-paper variant.*Retrain"):
         build_gfiqa(**legacy)
+
+
+def test_checkpoint_of_the_removed_variant_is_refused_by_load_metric(tmp_path):
+    """A best.pth written by the pre-paper trainer (same layout, config without 'prior') gets the reason, not a crash."""
+    from ifqa_loss.metric import load_metric
+
+    legacy_config = {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_GFIQA.items() if k != "prior"},
+                     "channel_multiplier": 1}
+    torch.save({"model": tiny_gfiqa().state_dict(), "arch": "gfiqa", "config": legacy_config}, tmp_path / "best.pth")
+    with pytest.raises(ValueError, match="pre-paper variant"):
+        load_metric("gfiqa", checkpoint=tmp_path / "best.pth")

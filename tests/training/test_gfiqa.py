@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
     images, meta = _synthetic_dataset(root)
     cfg = TrainConfig(images=str(images), meta=str(meta), out=str(root / "run"), model="gfiqa",
                       model_kwargs=dict(TINY_GFIQA), epochs=2, batch_size=8, lr=3e-3, lr_step=10, seed=0,
-                      loss_weights=LossWeights(l2=0.1, perceptual=0.0), progress=False)
+                      loss_weights=LossWeights(l2=0.1, perceptual=0.0), progress=False, allow_random_prior=True)
     result = gfiqa_train.train(cfg, log=lambda msg: None)
     return cfg, result
 
@@ -202,3 +202,21 @@ def test_missing_perceptual_backbone_is_an_error_not_a_random_network(tmp_path, 
         gfiqa_train.GFIQAObjective(LossWeights())
     objective = gfiqa_train.GFIQAObjective(LossWeights(), perceptual_net="alex", allow_random_perceptual=True)
     assert objective.perceptual is not None
+
+
+def test_prior_of_the_other_layout_is_refused_with_the_right_file_name(tmp_path):
+    from ifqa_loss.nets.stylegan2 import StyleGAN2Generator
+
+    model = gfiqa_train.build_model("gfiqa", dict(TINY_GFIQA))  # prior="cmul1": GFP-GAN's original layout
+    clean = StyleGAN2Generator(32, 16, 2, channel_multiplier=1, narrow=0.0625)
+    torch.save({"params_ema": {f"stylegan_decoder.{k}": v for k, v in clean.state_dict().items()}}, tmp_path / "g.pth")
+    with pytest.raises(ValueError, match="StyleGAN2_512_Cmul1.*prior"):
+        gfiqa_train.load_prior(model, tmp_path / "g.pth")
+
+
+def test_training_gfiqa_without_a_prior_is_an_error(tmp_path):
+    cfg = TrainConfig(images=str(tmp_path), meta=str(tmp_path / "meta.csv"), out=str(tmp_path / "run"),
+                      model_kwargs=dict(TINY_GFIQA))
+    (tmp_path / "meta.csv").write_text("a.png,0.5\nb.png,0.5\n")
+    with pytest.raises(ValueError, match="--prior"):
+        gfiqa_train.train(cfg, log=lambda msg: None)
