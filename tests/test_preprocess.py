@@ -84,6 +84,19 @@ def test_official_ifqa_plus_input_equals_the_official_script(face_files, size):
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
 
 
+def test_bicubic_is_computed_in_float64_because_float32_torch_is_1e4_off_cv2():
+    """README claim: cv2's float INTER_CUBIC equals a float64 bicubic to ~3e-7; torch's float32 one is ~1e-4 off."""
+    from ifqa_loss.preprocess import official_network_input
+
+    image = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    normalised = (image.astype(np.float32) - np.float32(127.5)) * np.float32(1 / 127.5)
+    expected = torch.from_numpy(cv2.resize(normalised, (224, 224), interpolation=cv2.INTER_CUBIC)).permute(2, 0, 1)
+    ours = official_network_input(torch.from_numpy(image).permute(2, 0, 1)[None], 224, "bicubic")[0]
+    fp32 = torch.nn.functional.interpolate(torch.from_numpy(normalised).permute(2, 0, 1)[None], size=(224, 224),
+                                           mode="bicubic", align_corners=False)[0]
+    assert (ours - expected).abs().max() <= 1e-6 and (fp32 - expected).abs().max() >= 5e-5
+
+
 def test_float_path_differs_from_the_official_input_by_under_one_grey_level(face_files):
     """README claim: the differentiable float path's 256x256 input is within 0.75/255 of the official one."""
     from ifqa_loss.imageio import read_image, read_image_official
