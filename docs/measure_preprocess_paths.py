@@ -20,11 +20,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from reference import FIXTURES, reference_state_dict  # noqa: E402
-
 from ifqa_loss.imageio import read_image, read_image_official  # noqa: E402
 from ifqa_loss.nets.ifqa_unet import IFQADiscriminator  # noqa: E402
 from ifqa_loss.preprocess import official_network_input, resize  # noqa: E402
+
+from reference import FIXTURES, reference_state_dict  # noqa: E402
 
 SIZES = [(128, 128), (200, 200), (256, 256), (300, 300), (512, 512), (1024, 1024), (640, 480), (375, 500)]
 

@@ -1,7 +1,6 @@
 """read_image_official decodes every kind of file as cv2.imread + BGR->RGB (the official test.py)."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ifqa_loss.imageio import ImageReadError, read_image_official

@@ -110,16 +110,6 @@ def test_float_path_differs_from_the_official_input_by_under_one_grey_level(face
     assert worst[(512, 512)] <= 0.5 + 1e-3  # an exact 2x downscale only rounds
 
 
-@pytest.fixture(scope="module")
-def ifqa_net(ifqa_state_dict):
-    from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
-
-    with torch.device("meta"):
-        net = IFQADiscriminator()
-    net.load_state_dict(ifqa_state_dict, strict=True, assign=True)
-    return net.eval()
-
-
 @torch.no_grad()
 def test_official_path_gives_the_official_scripts_score_on_the_512_fixture(ifqa_net, expected):
     from ifqa_loss.imageio import read_image_official

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .stylegan2 import ConstantInput, PixelNorm, stylegan2_channels
+from .stylegan2 import PixelNorm, StyleGAN2Synthesis
+from .stylegan2 import ToRGB as CleanToRGB
 
 _SQRT2 = math.sqrt(2.0)
 _RESAMPLE_KERNEL = (1.0, 3.0, 3.0, 1.0)
@@ -185,7 +186,7 @@ class StyleConv(nn.Module):
         return self.activate(out + self.weight * noise)
 
 
-class ToRGB(nn.Module):
+class ToRGB(CleanToRGB):
     """1x1 modulated conv to RGB (no demodulation) + bias, plus the FIR-upsampled previous RGB.
 
     Example:
@@ -193,27 +194,18 @@ class ToRGB(nn.Module):
         torch.Size([1, 3, 8, 8])
     """
 
-    def __init__(self, in_channels: int, num_style_feat: int, *, upsample: bool = True):
-        super().__init__()
-        self.upsample = upsample
-        self.modulated_conv = ModulatedConv2d(in_channels, 3, 1, num_style_feat, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+    modulated_conv_class = ModulatedConv2d
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.modulated_conv(x, style) + self.bias
-        if skip is not None:
-            if self.upsample:
-                # basicsr's UpFirDnUpsample(factor=2): kernel * 4, pad ((4-2+1)//2 + 1, (4-2)//2)
-                skip = upfirdn2d(skip, resample_kernel(skip.dtype, skip.device) * 4, up=2, pad=(2, 1))
-            out = out + skip
-        return out
+    def upsample_skip(self, skip: torch.Tensor) -> torch.Tensor:
+        # basicsr's UpFirDnUpsample(factor=2): kernel * 4, pad ((4-2+1)//2 + 1, (4-2)//2)
+        return upfirdn2d(skip, resample_kernel(skip.dtype, skip.device) * 4, up=2, pad=(2, 1))
 
 
-class StyleGAN2GeneratorOriginal(nn.Module):
+class StyleGAN2GeneratorOriginal(StyleGAN2Synthesis):
     """StyleGAN2 generator, GFP-GAN's original layout (basicsr ``StyleGAN2Generator``).
 
-    Same interface as :class:`ifqa_loss.nets.StyleGAN2Generator` (``forward`` returns
-    ``(image, features or None)``), so GFIQA can use either as its prior.
+    Same interface as :class:`ifqa_loss.nets.StyleGAN2Generator` (the shared ``forward`` returns
+    ``(image, features or None)``, optional SFT ``conditions``), so GFIQA can use either as its prior.
 
     Args:
         out_size: output side (power of two >= 8). num_style_feat: width of z/w.
@@ -229,73 +221,8 @@ class StyleGAN2GeneratorOriginal(nn.Module):
 
     def __init__(self, out_size: int = 512, num_style_feat: int = 512, num_mlp: int = 8, *,
                  channel_multiplier: int = 1, narrow: float = 1.0, lr_mlp: float = 0.01):
-        super().__init__()
-        self.num_style_feat = num_style_feat
-        self.log_size = int(math.log2(out_size))
-        if 2**self.log_size != out_size or out_size < 8:
-            raise ValueError(f"out_size must be a power of two >= 8, got {out_size}")
-        self.num_layers = (self.log_size - 2) * 2 + 1
-        self.num_latent = self.log_size * 2 - 2
-        self.channels = stylegan2_channels(channel_multiplier, narrow)
-
         mlp: list[nn.Module] = [PixelNorm()]  # index 0 has no parameters: keys are style_mlp.1..num_mlp
         mlp += [EqualLinear(num_style_feat, num_style_feat, lr_mul=lr_mlp, activation="fused_lrelu")
                 for _ in range(num_mlp)]
-        self.style_mlp = nn.Sequential(*mlp)
-
-        width = self.channels[4]
-        self.constant_input = ConstantInput(width)
-        self.style_conv1 = StyleConv(width, width, num_style_feat)
-        self.to_rgb1 = ToRGB(width, num_style_feat, upsample=False)
-        self.style_convs = nn.ModuleList()
-        self.to_rgbs = nn.ModuleList()
-        self.noises = nn.Module()
-        for i in range(self.num_layers):
-            res = 2 ** ((i + 5) // 2)
-            self.noises.register_buffer(f"noise{i}", torch.randn(1, 1, res, res))
-        for level in range(3, self.log_size + 1):
-            out_width = self.channels[2**level]
-            self.style_convs.append(StyleConv(width, out_width, num_style_feat, upsample=True))
-            self.style_convs.append(StyleConv(out_width, out_width, num_style_feat))
-            self.to_rgbs.append(ToRGB(out_width, num_style_feat))
-            width = out_width
-
-    def stored_noise(self) -> list[torch.Tensor]:
-        return [getattr(self.noises, f"noise{i}") for i in range(self.num_layers)]
-
-    @torch.no_grad()
-    def mean_latent(self, num_samples: int = 4096) -> torch.Tensor:
-        """(1,S) average w over random z (the truncation centre)."""
-        device = self.constant_input.weight.device
-        return self.style_mlp(torch.randn(num_samples, self.num_style_feat, device=device)).mean(0, keepdim=True)
-
-    def forward(self, styles: torch.Tensor, input_is_latent: bool = False, randomize_noise: bool = True,
-                return_features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Synthesize images.
-
-        Args:
-            styles: (N,S) z (or w if ``input_is_latent``) repeated to every layer, or (N,num_latent,S) W+.
-            randomize_noise: fresh noise each call; ``False`` uses the stored noise buffers.
-            return_features: also return the last-scale feature map (N,C,out_size,out_size).
-        Returns:
-            ``(image (N,3,out_size,out_size), features or None)``.
-        """
-        if styles.ndim == 2:
-            if not input_is_latent:
-                styles = self.style_mlp(styles)
-            latent = styles[:, None].expand(-1, self.num_latent, -1)
-        elif styles.ndim == 3 and styles.shape[1] == self.num_latent:
-            latent = styles if input_is_latent else self.style_mlp(styles.flatten(0, 1)).view_as(styles)
-        else:
-            raise ValueError(f"styles must be (N,{self.num_style_feat}) or (N,{self.num_latent},{self.num_style_feat}),"
-                             f" got {tuple(styles.shape)}")
-        noise = [None] * self.num_layers if randomize_noise else self.stored_noise()
-
-        out = self.style_conv1(self.constant_input(latent.shape[0]), latent[:, 0], noise[0])
-        skip = self.to_rgb1(out, latent[:, 1])
-        for level, to_rgb in enumerate(self.to_rgbs):
-            i = 2 * level + 1
-            out = self.style_convs[2 * level](out, latent[:, i], noise[i])
-            out = self.style_convs[2 * level + 1](out, latent[:, i + 1], noise[i + 1])
-            skip = to_rgb(out, latent[:, i + 2], skip)
-        return skip, (out if return_features else None)
+        super().__init__(out_size, num_style_feat, channel_multiplier, narrow, nn.Sequential(*mlp), StyleConv, ToRGB,
+                         noises_first=True)  # basicsr registers the noise buffers before the convolutions

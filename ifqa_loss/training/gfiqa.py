@@ -404,7 +404,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
 def evaluate(checkpoint: str, images: str, meta: str, split: str = "test", seed: int = 0, device: str = "cpu",
              batch_size: int = 16, logistic: bool = False) -> dict:
-    """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row); see :func:`correlation_metrics`."""
+    """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row), as :func:`correlation_metrics`."""
     metric = load_metric(checkpoint=checkpoint, device=device)
     if metric.has_map:
         raise ValueError(f"{checkpoint} holds {metric.name!r} weights, not a MOS model trained with train-gfiqa")

@@ -64,7 +64,8 @@ def test_default_is_the_papers_table_1_layout():
     with torch.device("meta"):
         model = GFIQA().eval()
         seen = {}
-        model.map2quality.register_forward_hook(lambda m, i, o: seen.update(f_g=tuple(i[0].shape), refined=tuple(o.shape)))
+        model.map2quality.register_forward_hook(lambda m, i, o: seen.update(f_g=tuple(i[0].shape),
+                                                                            refined=tuple(o.shape)))
         model.encoder_proj.register_forward_hook(lambda m, i, o: seen.update(c4=tuple(i[0].shape), f_e=tuple(o.shape)))
         model.head.register_forward_hook(lambda m, i, o: seen.update(pooled=tuple(i[0].shape)))
         mos = model(torch.empty(1, 3, 512, 512))
@@ -113,7 +114,7 @@ def test_config_of_the_removed_variant_is_refused_with_the_reason():
 
 
 def test_checkpoint_of_the_removed_variant_is_refused_by_load_metric(tmp_path):
-    """A best.pth written by the pre-paper trainer (same layout, config without 'prior') gets the reason, not a crash."""
+    """A best.pth of the pre-paper trainer (same file layout, config without 'prior') gets the reason, not a crash."""
     from ifqa_loss.metric import load_metric
 
     legacy_config = {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_GFIQA.items() if k != "prior"},

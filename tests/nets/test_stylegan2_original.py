@@ -49,8 +49,8 @@ def test_state_dict_equals_basicsr_for_the_published_cmul1_512_config(basicsr_ar
 
 
 @torch.no_grad()
-@pytest.mark.parametrize(("latent_kind", "dtype", "atol"), [("z", torch.float64, 1e-12), ("wplus", torch.float64, 1e-12),
-                                                             ("wplus", torch.float32, 1e-6)])
+@pytest.mark.parametrize(("latent_kind", "dtype", "atol"),
+                         [("z", torch.float64, 1e-12), ("wplus", torch.float64, 1e-12), ("wplus", torch.float32, 1e-6)])
 def test_same_function_as_basicsr(basicsr_arch, latent_kind, dtype, atol):
     config = dict(out_size=64, num_style_feat=64, num_mlp=3, channel_multiplier=1, narrow=0.125)
     torch.manual_seed(0)

@@ -183,8 +183,8 @@ def test_gfiqa_20k_split_is_the_papers_70_10_20_reproducible_from_the_seed(tmp_p
     assert gfiqa_train.split_rows(rows, seed=0) == split != gfiqa_train.split_rows(rows, seed=1)
     gfiqa_train.write_split(tmp_path / "split.csv", split)
     again = gfiqa_train.split_rows(gfiqa_train.read_meta(tmp_path / "split.csv"))
-    assert {s: [r["name"] for r in v] for s, v in again.items()} == {s: [r["name"] for r in v] for s, v in split.items()}
-    assert {s: [r["mos"] for r in v] for s, v in again.items()} == {s: [r["mos"] for r in v] for s, v in split.items()}
+    for key in ("name", "mos"):
+        assert {s: [r[key] for r in v] for s, v in again.items()} == {s: [r[key] for r in v] for s, v in split.items()}
 
 
 def test_logistic_plcc_fits_a_monotone_nonlinearity_and_raw_plcc_does_not():
