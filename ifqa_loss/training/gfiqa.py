@@ -185,7 +185,7 @@ class GFIQAObjective(nn.Module):
     """The paper's training objective (eq. 6-11) for :class:`GFIQA`; plain L1 for the baseline.
 
     ``perceptual``: a callable ``(x̂, x) -> (N,)|scalar`` distance (default LPIPS-VGG from the lpips
-    package; random backbone when torchvision's weights are absent). ``identity``: callable
+    package; missing torchvision weights are an error unless ``allow_random_perceptual``). ``identity``: callable
     ``(x̂, x) -> scalar`` (e.g. 1 - cosine of ArcFace embeddings), required when λ3 > 0.
     """
 
