@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python docs/measure_preprocess_paths.py
 
-The sample face (tests/fixtures/face512.png) is resized with Pillow (Lanczos) to each size and
+The sample face (ifqa_loss/samples/face512.png) is resized with Pillow (Lanczos) to each size and
 saved as PNG; each file is then scored twice with IFQA at the reference weights of
 tests/fixtures (no published weights are needed): official path (read_image_official +
 official_network_input, what `ifqa-loss score` does) and float path (read_image + float
@@ -24,7 +24,7 @@ from ifqa_loss.imageio import read_image, read_image_official  # noqa: E402
 from ifqa_loss.nets.ifqa_unet import IFQADiscriminator  # noqa: E402
 from ifqa_loss.preprocess import official_network_input, resize  # noqa: E402
 
-from reference import FIXTURES, reference_state_dict  # noqa: E402
+from reference import SAMPLES, reference_state_dict  # noqa: E402
 
 SIZES = [(128, 128), (200, 200), (256, 256), (300, 300), (512, 512), (1024, 1024), (640, 480), (375, 500)]
 
@@ -35,7 +35,7 @@ def main() -> None:
         net = IFQADiscriminator()
     net.load_state_dict(reference_state_dict("ifqa_cnn_keys.json"), assign=True)
     net.eval()
-    face = Image.open(FIXTURES / "face512.png").convert("RGB")
+    face = Image.open(SAMPLES / "face512.png").convert("RGB")
     print("| input (w×h) | max input difference (grey levels) | \\|Δ score\\| | max \\|Δ map\\| |")
     print("|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ from PIL import Image
 
 from ifqa_loss.imageio import ImageReadError, read_image_official
 
-from reference import FIXTURES
+from reference import SAMPLES
 
 cv2 = pytest.importorskip("cv2")
 
@@ -30,7 +30,7 @@ CASES = {
     "grey16.png": lambda p: cv2.imwrite(str(p), RNG.integers(0, 65536, (6, 9), dtype=np.uint16)),
     "rgb16.png": lambda p: cv2.imwrite(str(p), RNG.integers(0, 65536, (6, 9, 3), dtype=np.uint16)),
     "rgba16.png": lambda p: cv2.imwrite(str(p), RNG.integers(0, 65536, (6, 9, 4), dtype=np.uint16)),
-    "face420.jpg": lambda p: Image.open(FIXTURES / "face512.png").convert("RGB").save(p, quality=85),
+    "face420.jpg": lambda p: Image.open(SAMPLES / "face512.png").convert("RGB").save(p, quality=85),
 }
 
 

@@ -54,10 +54,10 @@ SIZES = [(128, 128), (200, 200), (300, 300), (512, 512), (1024, 1024), (640, 480
 def face_files(tmp_path_factory):
     from PIL import Image
 
-    from reference import FIXTURES
+    from reference import SAMPLES
 
     root = tmp_path_factory.mktemp("sizes")
-    face = Image.open(FIXTURES / "face512.png").convert("RGB")
+    face = Image.open(SAMPLES / "face512.png").convert("RGB")
     files = {}
     for w, h in SIZES:
         files[(w, h)] = root / f"face_{w}x{h}.png"
@@ -115,9 +115,9 @@ def test_official_path_gives_the_official_scripts_score_on_the_512_fixture(ifqa_
     from ifqa_loss.imageio import read_image_official
     from ifqa_loss.preprocess import official_network_input
 
-    from reference import FIXTURES
+    from reference import SAMPLES
 
-    x = official_network_input(read_image_official(FIXTURES / "face512.png")[None], 256, "bilinear")
+    x = official_network_input(read_image_official(SAMPLES / "face512.png")[None], 256, "bilinear")
     assert abs(ifqa_net(x).mean().item() - expected["ifqa_cnn_face512_score"]) <= 1e-6
 
 

@@ -8,15 +8,15 @@ from PIL import Image
 
 from ifqa_loss.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, main
 
-from reference import FIXTURES
+from reference import SAMPLES
 
 
 @pytest.fixture
 def faces(tmp_path):
     root = tmp_path / "faces"
     (root / "sub").mkdir(parents=True)
-    shutil.copy(FIXTURES / "face256.png", root / "a.png")
-    shutil.copy(FIXTURES / "face512.png", root / "sub" / "b.png")
+    shutil.copy(SAMPLES / "face256.png", root / "a.png")
+    shutil.copy(SAMPLES / "face512.png", root / "sub" / "b.png")
     return root
 
 
@@ -76,7 +76,7 @@ def test_default_preprocessing_is_the_official_one_with_exif_and_uint8_resize(tm
     cv2 = pytest.importorskip("cv2")
     from ifqa_loss.metric import load_metric
 
-    face = Image.open(FIXTURES / "face512.png").convert("RGB").resize((300, 400))
+    face = Image.open(SAMPLES / "face512.png").convert("RGB").resize((300, 400))
     exif = face.getexif()
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
@@ -87,3 +87,10 @@ def test_default_preprocessing_is_the_official_one_with_exif_and_uint8_resize(tm
         want = load_metric("ifqa", checkpoint=ifqa_checkpoint).net(x.permute(2, 0, 1)[None]).mean().item()
     assert main(["score", str(path), "--checkpoint", str(ifqa_checkpoint), "--format", "json", "--quiet"]) == EXIT_OK
     assert abs(json.loads(capsys.readouterr().out)[0]["score"] - want) <= 1e-6
+
+
+def test_non_square_images_are_scored_with_a_note_about_stretching(tmp_path, capsys):
+    Image.new("RGB", (96, 64), "gray").save(tmp_path / "wide.png")
+    assert main(["score", str(tmp_path / "wide.png"), "--random-weights", "--quiet"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "1 non-square image(s) were stretched to 256x256" in err and "MEANINGLESS" in err
