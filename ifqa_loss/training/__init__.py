@@ -1,0 +1,1 @@
+"""Training code: data, degradations, objectives and loops for the quality models."""
