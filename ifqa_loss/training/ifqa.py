@@ -1,0 +1,557 @@
+"""Train (or fine-tune) the IFQA metric: the paper's adversarial framework with FPRS and facial emphasis.
+
+A plain restoration U-Net (:class:`~ifqa_loss.nets.restorer_unet.RestorationUNet`) restores
+degraded faces (:mod:`~ifqa_loss.training.degradations`) under L1 + a per-pixel adversarial
+loss; the per-pixel U-Net discriminator (:class:`~ifqa_loss.nets.ifqa_unet.IFQADiscriminator`,
+the IFQA metric's network) learns real (1) vs restored (0) per pixel with BCE on logits.
+FPRS swaps eyes/nose/mouth between each real face and its restored counterpart with
+probability ``fprs_prob`` (targets follow each pixel's source), and the per-pixel losses are
+weighted up on the primary regions (``emphasis_weight``). docs/ifqa_training.md lists what the
+paper states and what we chose.
+
+Checkpoints (``RUN/last.pth``) hold ``{'D': state_dict, 'config': D architecture, 'G': ...,
+optimisers, grad scalers, 'step', 'train_config'}``: ``load_metric("ifqa", checkpoint=...)``
+reads the ``'D'`` entry like the official ``IFQA_Metric.pth``. Every random number of step
+``s`` is drawn from generators seeded by ``(seed, s, rank)``, so a resumed run is bit-exact
+(on the CPU; cuDNN kernels may differ run to run on GPUs).
+
+Multi-GPU: launch with ``torchrun --nproc_per_node K -m ifqa_loss train-ifqa ...``; each
+process trains on ``batch_size`` images (global batch ``K * batch_size``).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nets.ifqa_unet import IFQADiscriminator
+from ..nets.restorer_unet import RestorationUNet
+from ..regions import FFHQ_TEMPLATE_512, TEMPLATE_SIZE, regions_from_boxes, regions_from_landmarks, regions_from_parsing
+from .degradations import DegradationConfig, degrade
+from .face_data import MASK_SOURCES, FaceFolder, StepBatchSampler, mix_seed
+from .ifqa_objective import PRIMARY_PARTS, emphasis_map, fprs_swap, part_names, swap_mask, weighted_bce_with_logits
+
+PUBLISHED_D_WIDTHS = (64, 128, 256, 512, 1024)
+CHECKPOINT_FORMAT = "ifqa-loss/train-ifqa/1"
+LOG_COLUMNS = ("step", "loss_d", "loss_l1", "loss_adv", "d_real", "d_fake", "lr_g", "lr_d", "seconds")
+
+
+@dataclass
+class IFQATrainConfig:
+    """Everything a run depends on (saved in each checkpoint as ``train_config``).
+
+    Example:
+        >>> cfg = IFQATrainConfig(data="faces", out="run", steps=10)
+        >>> cfg.fprs_parts, cfg.d_widths
+        (('eyes', 'nose', 'mouth'), (64, 128, 256, 512, 1024))
+    """
+
+    data: str
+    out: str
+    size: int = 256
+    steps: int = 100_000
+    batch_size: int = 8
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    l1_weight: float = 1.0
+    adv_weight: float = 0.1
+    d_widths: tuple[int, ...] = PUBLISHED_D_WIDTHS
+    d_bottleneck: int = 4
+    g_width: int = 32
+    g_depth: int = 4
+    g_blocks: int = 1
+    fprs_prob: float = 0.5
+    fprs_parts: tuple[str, ...] = PRIMARY_PARTS
+    fprs_part_prob: float = 1.0
+    fprs_soft: bool = False
+    emphasis_weight: float = 2.0
+    emphasis_parts: tuple[str, ...] = PRIMARY_PARTS
+    mask_source: str = "template"
+    landmarks: str | None = None
+    parsing: str | None = None
+    mask_jitter: float = 0.02
+    hflip: bool = True
+    degradations: DegradationConfig = field(default_factory=DegradationConfig)
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    workers: int = 0
+    log_every: int = 50
+    snapshot_every: int = 1000
+    snapshot_images: int = 4
+    checkpoint_every: int = 1000
+    keep_checkpoints: bool = False
+    init_from: str | None = None
+    resume: bool = False
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.degradations, dict):
+            self.degradations = DegradationConfig(**self.degradations)
+        for name in ("d_widths", "fprs_parts", "emphasis_parts", "betas"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.size % 32:
+            raise ValueError(f"size must be a multiple of 32 (the discriminator halves it 5 times), got {self.size}")
+        if self.size % 2**self.g_depth:
+            raise ValueError(f"size {self.size} must be divisible by 2**g_depth = {2**self.g_depth}")
+        if len(self.d_widths) != 5:
+            raise ValueError(f"d_widths needs 5 encoder widths, got {self.d_widths}")
+        for name in ("steps", "batch_size", "log_every", "snapshot_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("fprs_prob", "fprs_part_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {self.mask_source!r}")
+        part_names(self.fprs_parts + self.emphasis_parts)  # raises on unknown names
+        if self.emphasis_weight < 0:
+            raise ValueError(f"emphasis_weight must be >= 0, got {self.emphasis_weight}")
+
+    @property
+    def d_config(self) -> dict:
+        """Arguments of :class:`IFQADiscriminator` (stored as the checkpoint's ``config``)."""
+        return {"widths": list(self.d_widths), "num_bottleneck": self.d_bottleneck}
+
+    @property
+    def g_config(self) -> dict:
+        return {"width": self.g_width, "depth": self.g_depth, "blocks": self.g_blocks}
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))  # plain lists/dicts: loadable with weights_only=True
+
+
+# ----------------------------------------------------------------------------------- per-batch facial regions
+def batch_regions(
+    batch: dict[str, torch.Tensor], size: int, source: str, *, jitter: float = 0.0,
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Region masks (N,1,size,size) for a batch from ``source`` (see :data:`MASK_SOURCES`).
+
+    ``template`` (aligned faces) moves the 5-point template per sample by a random shift and
+    scale of up to ``jitter`` of the image side, so masks do not sit at one fixed place.
+
+    Example:
+        >>> r = batch_regions({"image": torch.rand(2, 3, 32, 32)}, 32, "template", jitter=0.05,
+        ...                   generator=torch.Generator().manual_seed(0))
+        >>> r["mouth"].shape, torch.equal(r["mouth"][0], r["mouth"][1])
+        (torch.Size([2, 1, 32, 32]), False)
+    """
+    n = batch["image"].shape[0]
+    if source == "template":
+        points = FFHQ_TEMPLATE_512.to(torch.float64).expand(n, -1, -1)
+        if jitter > 0:
+            g = generator if generator is not None else torch.Generator().manual_seed(0)
+            u = torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1
+            centre = points.mean(1, keepdim=True)
+            points = (points - centre) * (1 + jitter * u[:, None, 2:]) + centre + jitter * TEMPLATE_SIZE * u[:, None, :2]
+        return regions_from_landmarks(points.float().to(device), size, TEMPLATE_SIZE)
+    if source == "landmarks":
+        return regions_from_landmarks(batch["landmarks"].to(device), size, size)
+    if source == "boxes":
+        boxes = batch["boxes"].to(device)
+        return regions_from_boxes(boxes[:, 0], boxes[:, 1], boxes[:, 2], size, source_size=size)
+    if source == "parsing":
+        return regions_from_parsing(batch["parsing"].to(device), size)
+    raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")
+
+
+def _mirror_name(name: str) -> str:
+    return name.replace("left", "\0").replace("right", "left").replace("\0", "right")
+
+
+def flip_batch(
+    images: torch.Tensor, regions: dict[str, torch.Tensor], flip: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mirror the samples where ``flip`` (N,) is True; masks follow (left/right names swap)."""
+    f = flip.to(images.device).view(-1, 1, 1, 1)
+    images = torch.where(f, images.flip(-1), images)
+    return images, {name: torch.where(f, regions[_mirror_name(name)].flip(-1), m) for name, m in regions.items()}
+
+
+# ----------------------------------------------------------------------------------- distributed helpers
+@dataclass
+class _Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), torch.device(device)
+    import torch.distributed as dist
+
+    info = _Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+    cuda = device.startswith("cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(info.local_rank)
+        return info, torch.device("cuda", info.local_rank)
+    return info, torch.device(device)
+
+
+class _DiscriminatorLogits(nn.Module):
+    """DDP calls ``forward``: this routes it to the discriminator's ``logits``."""
+
+    def __init__(self, net: IFQADiscriminator):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(x)
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def build_networks(cfg: IFQATrainConfig) -> tuple[RestorationUNet, IFQADiscriminator]:
+    """Generator and discriminator initialised from ``cfg.seed`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        generator = RestorationUNet(**cfg.g_config)
+        discriminator = IFQADiscriminator(widths=cfg.d_widths, num_bottleneck=cfg.d_bottleneck)
+    return generator, discriminator
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a ``train-ifqa`` checkpoint (tensors and plain data only)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a train-ifqa checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    return payload
+
+
+def _init_discriminator(discriminator: IFQADiscriminator, path: str, cfg: IFQATrainConfig) -> None:
+    from ..checkpoints import read_state_dict  # the one place that reads weight files
+
+    state_dict = read_state_dict(path)
+    ours = discriminator.state_dict()
+    wrong = [k for k, v in state_dict.items() if k in ours and tuple(v.shape) != tuple(ours[k].shape)]
+    missing = [k for k in ours if k not in state_dict]
+    if wrong or missing or len(state_dict) != len(ours):
+        raise ValueError(
+            f"{path} does not fit the discriminator (d_widths={cfg.d_widths}, d_bottleneck={cfg.d_bottleneck}): "
+            f"{len(missing)} missing, {len(wrong)} wrong shapes (e.g. {(missing + wrong)[:2]}). Fine-tuning "
+            f"IFQA_Metric.pth needs the published widths {PUBLISHED_D_WIDTHS} and d_bottleneck=4"
+        )
+    discriminator.load_state_dict(state_dict, strict=True)
+
+
+# ----------------------------------------------------------------------------------- snapshots
+@torch.no_grad()
+def snapshot_grid(generator: nn.Module, discriminator: IFQADiscriminator, hq: torch.Tensor, lq: torch.Tensor,
+                  regions: dict[str, torch.Tensor], parts: tuple[str, ...]) -> torch.Tensor:
+    """Rows per face: HQ | degraded | restored | D(HQ) | D(restored) | FPRS mix | D(mix), as (3,H',W')."""
+    from torchvision.utils import make_grid
+
+    restored = generator(lq).clamp(0, 1)
+    mixed, _, _, _ = fprs_swap(hq, restored, swap_mask(regions, parts))
+    maps = [discriminator(x * 2 - 1).expand(-1, 3, -1, -1) for x in (hq, restored, mixed)]
+    tiles = torch.stack([hq, lq, restored, maps[0], maps[1], mixed, maps[2]], 1)  # (N,7,3,H,W)
+    return make_grid(tiles.flatten(0, 1).float().cpu(), nrow=7, padding=2, pad_value=1.0)
+
+
+# ----------------------------------------------------------------------------------- training
+def train(cfg: IFQATrainConfig, log=print) -> dict:
+    """Run (or resume) training; returns ``{"step", "checkpoint", "metrics"}`` (last logged values).
+
+    Files in ``cfg.out``: ``last.pth`` (resumable, loads with ``load_metric("ifqa", checkpoint=...)``),
+    ``log.csv``, ``snapshots/step_XXXXXXX.png``, ``tensorboard/`` (if installed), ``config.json``.
+    """
+    from tqdm import tqdm
+
+    dist_info, device = _init_distributed(cfg.device)
+    out = Path(cfg.out)
+    if dist_info.main:
+        out.mkdir(parents=True, exist_ok=True)
+    data = FaceFolder(cfg.data, size=cfg.size, mask_source=cfg.mask_source, landmarks=cfg.landmarks,
+                      parsing=cfg.parsing)
+    generator, discriminator = build_networks(cfg)
+    if cfg.init_from:
+        _init_discriminator(discriminator, cfg.init_from, cfg)
+    generator.to(device)
+    discriminator.to(device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler_g = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler_d = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_step = 0
+    last_path = out / "last.pth"
+    if cfg.resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"--resume: {last_path} does not exist; start without --resume")
+        state = load_training_checkpoint(last_path)
+        if state["config"] != cfg.d_config or state["generator_config"] != cfg.g_config:
+            raise ValueError(f"{last_path} was trained with D {state['config']} / G {state['generator_config']}; "
+                             f"pass the same architecture options to resume")
+        generator.load_state_dict(state["G"])
+        discriminator.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["optimizer_G"])
+        opt_d.load_state_dict(state["optimizer_D"])
+        scaler_g.load_state_dict(state["scaler_G"])
+        scaler_d.load_state_dict(state["scaler_D"])
+        start_step = int(state["step"])
+        log(f"resumed from {last_path} at step {start_step}")
+    if start_step >= cfg.steps:
+        log(f"nothing to do: the run is at step {start_step} >= steps={cfg.steps}")
+
+    g_train: nn.Module = generator
+    d_train: nn.Module = _DiscriminatorLogits(discriminator)
+    if dist_info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        g_train, d_train = DDP(generator, device_ids=ids), DDP(d_train, device_ids=ids)
+
+    sampler = StepBatchSampler(len(data), batch_size=cfg.batch_size, seed=cfg.seed, total_steps=cfg.steps,
+                               start_step=start_step, rank=dist_info.rank, world_size=dist_info.world_size)
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=cfg.workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=False)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+
+    writer = tb = None
+    log_file = None
+    if dist_info.main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        new_log = start_step == 0 or not (out / "log.csv").is_file()
+        log_file = open(out / "log.csv", "w" if new_log else "a", newline="")
+        writer = csv.writer(log_file)
+        if new_log:
+            writer.writerow(LOG_COLUMNS)
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step)
+            except ImportError:
+                log("tensorboard is not installed: logging to log.csv only")
+    snapshot_batch = _snapshot_batch(data, cfg, device) if dist_info.main else None
+
+    sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss_d, l1, adv, d_real, d_fake
+    count, started, metrics = 0, time.time(), {}
+    progress = tqdm(total=cfg.steps, initial=start_step, desc="train-ifqa", unit="step",
+                    disable=not (cfg.progress and dist_info.main))
+    done = start_step
+    try:
+        for step, batch in enumerate(loader, start=start_step):
+            g = torch.Generator().manual_seed(mix_seed(cfg.seed, step, dist_info.rank))
+            hq = batch["image"].to(device, non_blocking=True)
+            n = hq.shape[0]
+            regions = batch_regions(batch, cfg.size, cfg.mask_source, jitter=cfg.mask_jitter, generator=g,
+                                    device=device)
+            flip = torch.rand(n, generator=g) < (0.5 if cfg.hflip else 0.0)
+            hq, regions = flip_batch(hq, regions, flip)
+            lq = degrade(hq, cfg.degradations, generator=g)
+            fprs_on = torch.rand(n, generator=g) < cfg.fprs_prob
+            mask = swap_mask(regions, cfg.fprs_parts, swap=fprs_on, part_prob=cfg.fprs_part_prob, generator=g,
+                             soft=cfg.fprs_soft)
+            weight = emphasis_map(regions, cfg.emphasis_parts, cfg.emphasis_weight)
+
+            with autocast():
+                restored = g_train(lq)
+            # Discriminator: real (1) vs restored (0) per pixel, FPRS-mixed.
+            real_in, fake_in, real_target, fake_target = fprs_swap(hq, restored.detach().float().clamp(0, 1), mask)
+            targets = torch.cat([real_target, fake_target])
+            with autocast():
+                logits = d_train(torch.cat([real_in, fake_in]) * 2 - 1)
+            loss_d = weighted_bce_with_logits(logits, targets, torch.cat([weight, weight]))
+            opt_d.zero_grad(set_to_none=True)
+            scaler_d.scale(loss_d).backward()
+            scaler_d.step(opt_d)
+            scaler_d.update()
+            # Generator: L1 + per-pixel non-saturating adversarial loss (the discriminator is frozen here).
+            discriminator.requires_grad_(False)
+            with autocast():
+                adv_logits = discriminator.logits(restored.clamp(0, 1) * 2 - 1)
+            loss_l1 = F.l1_loss(restored.float(), hq)
+            loss_adv = weighted_bce_with_logits(adv_logits, torch.ones_like(adv_logits), weight)
+            loss_g = cfg.l1_weight * loss_l1 + cfg.adv_weight * loss_adv
+            opt_g.zero_grad(set_to_none=True)
+            scaler_g.scale(loss_g).backward()
+            scaler_g.step(opt_g)
+            scaler_g.update()
+            discriminator.requires_grad_(True)
+
+            with torch.no_grad():
+                prob = torch.sigmoid(logits.float())
+                d_real = (prob * targets).sum() / targets.sum().clamp_min(1)
+                d_fake = (prob * (1 - targets)).sum() / (1 - targets).sum().clamp_min(1)
+                sums += torch.stack([loss_d.detach(), loss_l1.detach(), loss_adv.detach(), d_real, d_fake]).double()
+            count += 1
+            done = step + 1
+            progress.update(1)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                values = (sums / count).tolist()
+                metrics = dict(zip(LOG_COLUMNS[1:6], values))
+                metrics.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"],
+                               seconds=round(time.time() - started, 2))
+                sums.zero_()
+                count, started = 0, time.time()
+                if dist_info.main:
+                    writer.writerow([done, *(metrics[c] for c in LOG_COLUMNS[1:])])
+                    log_file.flush()
+                    if tb is not None:
+                        for key in LOG_COLUMNS[1:6]:
+                            tb.add_scalar(f"train/{key}", metrics[key], done)
+                    progress.set_postfix(loss_d=f"{metrics['loss_d']:.3f}", d_real=f"{metrics['d_real']:.2f}",
+                                         d_fake=f"{metrics['d_fake']:.2f}")
+            if dist_info.main and (done % cfg.snapshot_every == 0 or done == cfg.steps):
+                _write_snapshot(out, done, generator, discriminator, snapshot_batch, cfg, tb)
+            if dist_info.main and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                payload = {
+                    "format": CHECKPOINT_FORMAT,
+                    "D": discriminator.state_dict(),
+                    "config": cfg.d_config,
+                    "G": generator.state_dict(),
+                    "generator_config": cfg.g_config,
+                    "optimizer_D": opt_d.state_dict(),
+                    "optimizer_G": opt_g.state_dict(),
+                    "scaler_D": scaler_d.state_dict(),
+                    "scaler_G": scaler_g.state_dict(),
+                    "step": done,
+                    "train_config": cfg.to_dict(),
+                }
+                _atomic_save(payload, last_path)
+                if cfg.keep_checkpoints:
+                    _atomic_save(payload, out / f"step_{done:07d}.pth")
+    finally:
+        progress.close()
+        if log_file is not None:
+            log_file.close()
+        if tb is not None:
+            tb.close()
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return {"step": done, "checkpoint": str(last_path), "metrics": metrics}
+
+
+def _snapshot_batch(data: FaceFolder, cfg: IFQATrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    """A fixed batch (first images, fixed degradations) so snapshots are comparable across steps."""
+    items = [data[i] for i in range(min(cfg.snapshot_images, len(data)))]
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    g = torch.Generator().manual_seed(mix_seed(cfg.seed, 0x5A9))
+    hq = batch["image"].to(device)
+    regions = batch_regions(batch, cfg.size, cfg.mask_source, device=device)
+    return {"hq": hq, "lq": degrade(hq, cfg.degradations, generator=g), "regions": regions}
+
+
+def _write_snapshot(out: Path, step: int, generator, discriminator, snap: dict, cfg: IFQATrainConfig, tb) -> None:
+    from torchvision.utils import save_image
+
+    grid = snapshot_grid(generator, discriminator, snap["hq"], snap["lq"], snap["regions"], cfg.fprs_parts)
+    (out / "snapshots").mkdir(exist_ok=True)
+    save_image(grid, out / "snapshots" / f"step_{step:07d}.png")
+    if tb is not None:
+        tb.add_image("snapshot", grid, step)
+
+
+# ----------------------------------------------------------------------------------- command line glue
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def add_arguments(parser) -> None:
+    """Options of ``ifqa-loss train-ifqa`` (defaults from :class:`IFQATrainConfig`)."""
+    d = IFQATrainConfig(data="", out="")
+    add = parser.add_argument
+    add("--data", required=True, help="folder of aligned high-quality faces (searched recursively)")
+    add("--out", required=True, help="run folder: last.pth, log.csv, snapshots/, tensorboard/")
+    add("--size", type=int, default=d.size, help="training resolution (faces are resized to it; multiple of 32)")
+    add("--steps", type=int, default=d.steps, help="total optimisation steps (a resumed run continues to this)")
+    add("--batch-size", type=int, default=d.batch_size, help="faces per step and process")
+    add("--lr-g", type=float, default=d.lr_g)
+    add("--lr-d", type=float, default=d.lr_d)
+    add("--l1-weight", type=float, default=d.l1_weight, help="generator L1 weight")
+    add("--adv-weight", type=float, default=d.adv_weight, help="generator adversarial weight")
+    add("--d-widths", type=_ints, default=d.d_widths, help="5 discriminator widths (published: 64,128,256,512,1024)")
+    add("--d-bottleneck", type=int, default=d.d_bottleneck, help="discriminator bottleneck blocks (published: 4)")
+    add("--g-width", type=int, default=d.g_width, help="restoration U-Net width")
+    add("--g-depth", type=int, default=d.g_depth, help="restoration U-Net levels")
+    add("--g-blocks", type=int, default=d.g_blocks, help="residual blocks per U-Net level")
+    add("--fprs-prob", type=float, default=d.fprs_prob, help="probability that a face gets FPRS")
+    add("--fprs-parts", type=_names, default=d.fprs_parts, help="swapped parts (eyes,brows,nose,mouth,...)")
+    add("--fprs-part-prob", type=float, default=d.fprs_part_prob, help="probability of swapping each part")
+    add("--fprs-soft", action="store_true", help="keep feathered mask edges (fractional targets)")
+    add("--emphasis-weight", type=float, default=d.emphasis_weight, help="loss weight on the primary regions")
+    add("--emphasis-parts", type=_names, default=d.emphasis_parts)
+    add("--mask-source", choices=MASK_SOURCES, default=d.mask_source,
+        help="where facial parts come from: the aligned-face template or per-image annotations")
+    add("--landmarks", help="JSON {image: 5/68 [x,y] points or GFP-GAN loc_* boxes} for --mask-source landmarks/boxes")
+    add("--parsing", help="folder of CelebAMask-HQ label maps for --mask-source parsing")
+    add("--mask-jitter", type=float, default=d.mask_jitter, help="template shift/scale jitter (fraction of size)")
+    add("--no-hflip", action="store_true", help="no horizontal flips")
+    add("--degradations", help="JSON object (or file) of DegradationConfig fields overriding the defaults")
+    add("--seed", type=int, default=d.seed)
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--no-amp", action="store_true", help="full precision on CUDA")
+    add("--workers", type=int, default=d.workers, help="data-loading processes")
+    add("--log-every", type=int, default=d.log_every)
+    add("--snapshot-every", type=int, default=d.snapshot_every, help="PNG of quality maps every N steps")
+    add("--checkpoint-every", type=int, default=d.checkpoint_every)
+    add("--keep-checkpoints", action="store_true", help="also keep step_XXXXXXX.pth at every checkpoint")
+    add("--init-from", help="start the discriminator from these weights (e.g. the published IFQA_Metric.pth)")
+    add("--resume", action="store_true", help="continue OUT/last.pth exactly")
+    add("--no-tensorboard", action="store_true")
+    add("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args) -> IFQATrainConfig:
+    """An :class:`IFQATrainConfig` from parsed options (raises ValueError naming the bad option)."""
+    degradations = DegradationConfig()
+    if args.degradations:
+        text = Path(args.degradations).read_text() if Path(args.degradations).is_file() else args.degradations
+        try:
+            overrides = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--degradations is neither a JSON object nor a JSON file ({exc})") from exc
+        known = {f.name for f in dataclasses.fields(DegradationConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"--degradations: unknown fields {unknown}; known: {sorted(known)}")
+        degradations = DegradationConfig(**overrides)
+    return IFQATrainConfig(
+        data=args.data, out=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size, lr_g=args.lr_g,
+        lr_d=args.lr_d, l1_weight=args.l1_weight, adv_weight=args.adv_weight, d_widths=args.d_widths,
+        d_bottleneck=args.d_bottleneck, g_width=args.g_width, g_depth=args.g_depth, g_blocks=args.g_blocks,
+        fprs_prob=args.fprs_prob, fprs_parts=args.fprs_parts, fprs_part_prob=args.fprs_part_prob,
+        fprs_soft=args.fprs_soft, emphasis_weight=args.emphasis_weight, emphasis_parts=args.emphasis_parts,
+        mask_source=args.mask_source, landmarks=args.landmarks, parsing=args.parsing, mask_jitter=args.mask_jitter,
+        hflip=not args.no_hflip, degradations=degradations, seed=args.seed, device=args.device, amp=not args.no_amp,
+        workers=args.workers, log_every=args.log_every, snapshot_every=args.snapshot_every,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
+        resume=args.resume, tensorboard=not args.no_tensorboard, progress=not args.quiet,
+    )
