@@ -75,7 +75,7 @@ class FaceFolder(Dataset):
                 raise ValueError("mask_source='parsing' needs a folder of label maps (--parsing DIR)")
             missing = [n for n in self.names if not self._parsing_path(n).is_file()]
             if missing:
-                raise ValueError(f"no label map under {self.parsing_root} for {len(missing)} images, e.g. {missing[:3]}")
+                raise ValueError(f"no label map under {self.parsing_root} for {len(missing)} images: {missing[:3]}")
 
     def _parsing_path(self, name: str) -> Path:
         return (self.parsing_root / name).with_suffix(".png")
@@ -136,7 +136,8 @@ class StepBatchSampler(Sampler[list[int]]):
 
     Example:
         >>> s = StepBatchSampler(5, batch_size=2, seed=0, total_steps=3)
-        >>> [len(b) for b in s], list(StepBatchSampler(5, batch_size=2, seed=0, start_step=2, total_steps=3)) == list(s)[2:]
+        >>> resumed = StepBatchSampler(5, batch_size=2, seed=0, start_step=2, total_steps=3)
+        >>> [len(b) for b in s], list(resumed) == list(s)[2:]
         ([2, 2, 2], True)
     """
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import json
 import os
 import time
@@ -122,7 +121,7 @@ class IFQATrainConfig:
     @property
     def d_config(self) -> dict:
         """Arguments of :class:`IFQADiscriminator` (stored as the checkpoint's ``config``)."""
-        return {"widths": list(self.d_widths), "num_bottleneck": self.d_bottleneck}
+        return {"widths": list(self.d_widths), "num_bottleneck": self.d_bottleneck, "input_size": self.size}
 
     @property
     def g_config(self) -> dict:
@@ -155,7 +154,8 @@ def batch_regions(
             g = generator if generator is not None else torch.Generator().manual_seed(0)
             u = torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1
             centre = points.mean(1, keepdim=True)
-            points = (points - centre) * (1 + jitter * u[:, None, 2:]) + centre + jitter * TEMPLATE_SIZE * u[:, None, :2]
+            shift = jitter * TEMPLATE_SIZE * u[:, None, :2]
+            points = (points - centre) * (1 + jitter * u[:, None, 2:]) + centre + shift
         return regions_from_landmarks(points.float().to(device), size, TEMPLATE_SIZE)
     if source == "landmarks":
         return regions_from_landmarks(batch["landmarks"].to(device), size, size)
@@ -225,7 +225,7 @@ def build_networks(cfg: IFQATrainConfig) -> tuple[RestorationUNet, IFQADiscrimin
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         generator = RestorationUNet(**cfg.g_config)
-        discriminator = IFQADiscriminator(widths=cfg.d_widths, num_bottleneck=cfg.d_bottleneck)
+        discriminator = IFQADiscriminator(widths=cfg.d_widths, num_bottleneck=cfg.d_bottleneck, input_size=cfg.size)
     return generator, discriminator
 
 
@@ -406,7 +406,7 @@ def train(cfg: IFQATrainConfig, log=print) -> dict:
             progress.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
                 values = (sums / count).tolist()
-                metrics = dict(zip(LOG_COLUMNS[1:6], values))
+                metrics = dict(zip(LOG_COLUMNS[1:6], values, strict=True))
                 metrics.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"],
                                seconds=round(time.time() - started, 2))
                 sums.zero_()
@@ -470,88 +470,3 @@ def _write_snapshot(out: Path, step: int, generator, discriminator, snap: dict, 
     if tb is not None:
         tb.add_image("snapshot", grid, step)
 
-
-# ----------------------------------------------------------------------------------- command line glue
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-def add_arguments(parser) -> None:
-    """Options of ``ifqa-loss train-ifqa`` (defaults from :class:`IFQATrainConfig`)."""
-    d = IFQATrainConfig(data="", out="")
-    add = parser.add_argument
-    add("--data", required=True, help="folder of aligned high-quality faces (searched recursively)")
-    add("--out", required=True, help="run folder: last.pth, log.csv, snapshots/, tensorboard/")
-    add("--size", type=int, default=d.size, help="training resolution (faces are resized to it; multiple of 32)")
-    add("--steps", type=int, default=d.steps, help="total optimisation steps (a resumed run continues to this)")
-    add("--batch-size", type=int, default=d.batch_size, help="faces per step and process")
-    add("--lr-g", type=float, default=d.lr_g)
-    add("--lr-d", type=float, default=d.lr_d)
-    add("--l1-weight", type=float, default=d.l1_weight, help="generator L1 weight")
-    add("--adv-weight", type=float, default=d.adv_weight, help="generator adversarial weight")
-    add("--d-widths", type=_ints, default=d.d_widths, help="5 discriminator widths (published: 64,128,256,512,1024)")
-    add("--d-bottleneck", type=int, default=d.d_bottleneck, help="discriminator bottleneck blocks (published: 4)")
-    add("--g-width", type=int, default=d.g_width, help="restoration U-Net width")
-    add("--g-depth", type=int, default=d.g_depth, help="restoration U-Net levels")
-    add("--g-blocks", type=int, default=d.g_blocks, help="residual blocks per U-Net level")
-    add("--fprs-prob", type=float, default=d.fprs_prob, help="probability that a face gets FPRS")
-    add("--fprs-parts", type=_names, default=d.fprs_parts, help="swapped parts (eyes,brows,nose,mouth,...)")
-    add("--fprs-part-prob", type=float, default=d.fprs_part_prob, help="probability of swapping each part")
-    add("--fprs-soft", action="store_true", help="keep feathered mask edges (fractional targets)")
-    add("--emphasis-weight", type=float, default=d.emphasis_weight, help="loss weight on the primary regions")
-    add("--emphasis-parts", type=_names, default=d.emphasis_parts)
-    add("--mask-source", choices=MASK_SOURCES, default=d.mask_source,
-        help="where facial parts come from: the aligned-face template or per-image annotations")
-    add("--landmarks", help="JSON {image: 5/68 [x,y] points or GFP-GAN loc_* boxes} for --mask-source landmarks/boxes")
-    add("--parsing", help="folder of CelebAMask-HQ label maps for --mask-source parsing")
-    add("--mask-jitter", type=float, default=d.mask_jitter, help="template shift/scale jitter (fraction of size)")
-    add("--no-hflip", action="store_true", help="no horizontal flips")
-    add("--degradations", help="JSON object (or file) of DegradationConfig fields overriding the defaults")
-    add("--seed", type=int, default=d.seed)
-    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    add("--no-amp", action="store_true", help="full precision on CUDA")
-    add("--workers", type=int, default=d.workers, help="data-loading processes")
-    add("--log-every", type=int, default=d.log_every)
-    add("--snapshot-every", type=int, default=d.snapshot_every, help="PNG of quality maps every N steps")
-    add("--checkpoint-every", type=int, default=d.checkpoint_every)
-    add("--keep-checkpoints", action="store_true", help="also keep step_XXXXXXX.pth at every checkpoint")
-    add("--init-from", help="start the discriminator from these weights (e.g. the published IFQA_Metric.pth)")
-    add("--resume", action="store_true", help="continue OUT/last.pth exactly")
-    add("--no-tensorboard", action="store_true")
-    add("--quiet", action="store_true", help="no progress bar")
-
-
-def config_from_args(args) -> IFQATrainConfig:
-    """An :class:`IFQATrainConfig` from parsed options (raises ValueError naming the bad option)."""
-    degradations = DegradationConfig()
-    if args.degradations:
-        text = Path(args.degradations).read_text() if Path(args.degradations).is_file() else args.degradations
-        try:
-            overrides = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--degradations is neither a JSON object nor a JSON file ({exc})") from exc
-        known = {f.name for f in dataclasses.fields(DegradationConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"--degradations: unknown fields {unknown}; known: {sorted(known)}")
-        degradations = DegradationConfig(**overrides)
-    return IFQATrainConfig(
-        data=args.data, out=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size, lr_g=args.lr_g,
-        lr_d=args.lr_d, l1_weight=args.l1_weight, adv_weight=args.adv_weight, d_widths=args.d_widths,
-        d_bottleneck=args.d_bottleneck, g_width=args.g_width, g_depth=args.g_depth, g_blocks=args.g_blocks,
-        fprs_prob=args.fprs_prob, fprs_parts=args.fprs_parts, fprs_part_prob=args.fprs_part_prob,
-        fprs_soft=args.fprs_soft, emphasis_weight=args.emphasis_weight, emphasis_parts=args.emphasis_parts,
-        mask_source=args.mask_source, landmarks=args.landmarks, parsing=args.parsing, mask_jitter=args.mask_jitter,
-        hflip=not args.no_hflip, degradations=degradations, seed=args.seed, device=args.device, amp=not args.no_amp,
-        workers=args.workers, log_every=args.log_every, snapshot_every=args.snapshot_every,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, init_from=args.init_from,
-        resume=args.resume, tensorboard=not args.no_tensorboard, progress=not args.quiet,
-    )

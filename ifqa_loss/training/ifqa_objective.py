@@ -98,7 +98,9 @@ def fprs_swap(
     return real * keep + restored * mask, restored * keep + real * mask, keep, mask.clone()
 
 
-def weighted_bce_with_logits(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_bce_with_logits(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-pixel BCE on logits, averaged with per-pixel ``weight`` (N,1,H,W): sum(w*bce)/sum(w).
 
     Example:

@@ -51,4 +51,4 @@ def test_sampler_resumes_at_any_step_and_ranks_split_the_global_batch():
     rank0 = StepBatchSampler(7, batch_size=2, seed=1, total_steps=3, rank=0, world_size=2)
     rank1 = StepBatchSampler(7, batch_size=2, seed=1, total_steps=3, rank=1, world_size=2)
     single = StepBatchSampler(7, batch_size=4, seed=1, total_steps=3)
-    assert [a + b for a, b in zip(rank0, rank1)] == list(single)
+    assert [a + b for a, b in zip(rank0, rank1, strict=True)] == list(single)

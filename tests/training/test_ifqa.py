@@ -1,5 +1,6 @@
 """Evidence that the IFQA trainer learns, and that its checkpoints load and resume exactly (CPU, tiny nets)."""
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -22,13 +23,9 @@ TINY = dict(size=SIZE, d_widths=(8, 16, 16, 32, 32), d_bottleneck=1, g_width=8, 
             progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions on a shared 2-core machine run far faster on one thread (no OpenMP spinning).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Verified for seeds 0, 1, 2 (docs/ifqa_training.md); another: IFQA_TEST_TRAIN_SEED=1 pytest ... -k learns
+SEED = int(os.environ.get("IFQA_TEST_TRAIN_SEED", "0"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _face_variant(k: int) -> torch.Tensor:
@@ -56,7 +53,7 @@ def faces(tmp_path_factory):
 def trained_run(faces, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = IFQATrainConfig(data=str(faces), out=str(out), steps=40, batch_size=4, lr_d=2e-3, lr_g=1e-3,
-                          degradations=HEAVY, seed=0, log_every=10, snapshot_every=20, **TINY)
+                          degradations=HEAVY, seed=SEED, log_every=10, snapshot_every=20, **TINY)
     train(cfg, log=lambda *a: None)
     return out
 
@@ -77,7 +74,8 @@ def test_discriminator_learns_clean_over_degraded_and_unswapped_over_swapped(tra
 
 def test_run_writes_checkpoint_log_and_snapshots(trained_run):
     state = load_training_checkpoint(trained_run / "last.pth")
-    assert state["step"] == 40 and state["config"] == {"widths": [8, 16, 16, 32, 32], "num_bottleneck": 1}
+    assert state["step"] == 40
+    assert state["config"] == {"widths": [8, 16, 16, 32, 32], "num_bottleneck": 1, "input_size": SIZE}
     assert {"D", "G", "optimizer_D", "optimizer_G", "train_config"} <= set(state)
     rows = (trained_run / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss_d") and [r.split(",")[0] for r in rows[1:]] == ["10", "20", "30", "40"]
