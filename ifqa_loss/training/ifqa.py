@@ -274,6 +274,146 @@ def snapshot_grid(generator: nn.Module, discriminator: IFQADiscriminator, hq: to
 
 
 # ----------------------------------------------------------------------------------- training
+def prepare_batch(
+    batch: dict[str, torch.Tensor], cfg: IFQATrainConfig, generator: torch.Generator, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """One step's inputs: flipped HQ faces ``hq``, degraded ``lq`` (N,3,S,S); FPRS ``mask`` and
+    emphasis ``weight`` (N,1,S,S). All draws come from ``generator`` in a fixed order."""
+    hq = batch["image"].to(device, non_blocking=True)
+    n = hq.shape[0]
+    regions = batch_regions(batch, cfg.size, cfg.mask_source, jitter=cfg.mask_jitter, generator=generator,
+                            device=device)
+    flip = torch.rand(n, generator=generator) < (0.5 if cfg.hflip else 0.0)
+    hq, regions = flip_batch(hq, regions, flip)
+    lq = degrade(hq, cfg.degradations, generator=generator)
+    fprs_on = torch.rand(n, generator=generator) < cfg.fprs_prob
+    mask = swap_mask(regions, cfg.fprs_parts, swap=fprs_on, part_prob=cfg.fprs_part_prob, generator=generator,
+                     soft=cfg.fprs_soft)
+    return {"hq": hq, "lq": lq, "mask": mask, "weight": emphasis_map(regions, cfg.emphasis_parts, cfg.emphasis_weight)}
+
+
+class _Run:
+    """Networks, optimisers and scalers of one run, and its adversarial step."""
+
+    def __init__(self, cfg: IFQATrainConfig, device: torch.device, world_size: int):
+        self.cfg, self.device = cfg, device
+        self.generator, self.discriminator = build_networks(cfg)
+        if cfg.init_from:
+            _init_discriminator(self.discriminator, cfg.init_from, cfg)
+        self.generator.to(device)
+        self.discriminator.to(device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.amp = cfg.amp and device.type == "cuda"
+        self.scaler_g = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.g_train: nn.Module = self.generator
+        self.d_train: nn.Module = _DiscriminatorLogits(self.discriminator)
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.g_train, self.d_train = DDP(self.g_train, device_ids=ids), DDP(self.d_train, device_ids=ids)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+
+    def state_dict(self, step: int) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "D": self.discriminator.state_dict(),
+            "config": self.cfg.d_config,
+            "G": self.generator.state_dict(),
+            "generator_config": self.cfg.g_config,
+            "optimizer_D": self.opt_d.state_dict(),
+            "optimizer_G": self.opt_g.state_dict(),
+            "scaler_D": self.scaler_d.state_dict(),
+            "scaler_G": self.scaler_g.state_dict(),
+            "step": step,
+            "train_config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict, path: Path) -> int:
+        if state["config"] != self.cfg.d_config or state["generator_config"] != self.cfg.g_config:
+            raise ValueError(f"{path} was trained with D {state['config']} / G {state['generator_config']} "
+                             f"(and --size); pass the same architecture options to resume")
+        self.generator.load_state_dict(state["G"])
+        self.discriminator.load_state_dict(state["D"])
+        self.opt_g.load_state_dict(state["optimizer_G"])
+        self.opt_d.load_state_dict(state["optimizer_D"])
+        self.scaler_g.load_state_dict(state["scaler_G"])
+        self.scaler_d.load_state_dict(state["scaler_D"])
+        return int(state["step"])
+
+    def step(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One D update then one G update; returns (loss_d, loss_l1, loss_adv, d_real, d_fake) detached."""
+        cfg, hq, weight = self.cfg, inputs["hq"], inputs["weight"]
+        with self.autocast():
+            restored = self.g_train(inputs["lq"])
+        # Discriminator: real (1) vs restored (0) per pixel, FPRS-mixed; targets follow each pixel's source.
+        real_in, fake_in, real_target, fake_target = fprs_swap(hq, restored.detach().float().clamp(0, 1),
+                                                               inputs["mask"])
+        targets = torch.cat([real_target, fake_target])
+        with self.autocast():
+            logits = self.d_train(torch.cat([real_in, fake_in]) * 2 - 1)
+        loss_d = weighted_bce_with_logits(logits, targets, torch.cat([weight, weight]))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss_d).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        # Generator: L1 + per-pixel non-saturating adversarial loss against the updated, frozen discriminator.
+        self.discriminator.requires_grad_(False)
+        try:
+            with self.autocast():
+                adv_logits = self.discriminator.logits(restored.clamp(0, 1) * 2 - 1)
+            loss_l1 = F.l1_loss(restored.float(), hq)
+            loss_adv = weighted_bce_with_logits(adv_logits, torch.ones_like(adv_logits), weight)
+            loss_g = cfg.l1_weight * loss_l1 + cfg.adv_weight * loss_adv
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler_g.scale(loss_g).backward()
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
+        finally:
+            self.discriminator.requires_grad_(True)
+        with torch.no_grad():
+            prob = torch.sigmoid(logits.float())
+            d_real = (prob * targets).sum() / targets.sum().clamp_min(1)
+            d_fake = (prob * (1 - targets)).sum() / (1 - targets).sum().clamp_min(1)
+            return torch.stack([loss_d, loss_l1, loss_adv, d_real, d_fake]).detach().double()
+
+
+class _Logs:
+    """log.csv, TensorBoard and snapshots (main process only)."""
+
+    def __init__(self, out: Path, cfg: IFQATrainConfig, start_step: int, log):
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        new = start_step == 0 or not (out / "log.csv").is_file()
+        self.file = open(out / "log.csv", "w" if new else "a", newline="")
+        self.csv = csv.writer(self.file)
+        if new:
+            self.csv.writerow(LOG_COLUMNS)
+        self.tb = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step)
+            except ImportError:
+                log("tensorboard is not installed: logging to log.csv only")
+
+    def row(self, step: int, metrics: dict) -> None:
+        self.csv.writerow([step, *(metrics[c] for c in LOG_COLUMNS[1:])])
+        self.file.flush()
+        if self.tb is not None:
+            for key in LOG_COLUMNS[1:6]:
+                self.tb.add_scalar(f"train/{key}", metrics[key], step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
 def train(cfg: IFQATrainConfig, log=print) -> dict:
     """Run (or resume) training; returns ``{"step", "checkpoint", "metrics"}`` (last logged values).
 
@@ -284,166 +424,59 @@ def train(cfg: IFQATrainConfig, log=print) -> dict:
 
     dist_info, device = _init_distributed(cfg.device)
     out = Path(cfg.out)
-    if dist_info.main:
-        out.mkdir(parents=True, exist_ok=True)
+    last_path = out / "last.pth"
     data = FaceFolder(cfg.data, size=cfg.size, mask_source=cfg.mask_source, landmarks=cfg.landmarks,
                       parsing=cfg.parsing)
-    generator, discriminator = build_networks(cfg)
-    if cfg.init_from:
-        _init_discriminator(discriminator, cfg.init_from, cfg)
-    generator.to(device)
-    discriminator.to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler_g = torch.amp.GradScaler("cuda", enabled=use_amp)
-    scaler_d = torch.amp.GradScaler("cuda", enabled=use_amp)
-
+    run = _Run(cfg, device, dist_info.world_size)
     start_step = 0
-    last_path = out / "last.pth"
     if cfg.resume:
         if not last_path.is_file():
             raise FileNotFoundError(f"--resume: {last_path} does not exist; start without --resume")
-        state = load_training_checkpoint(last_path)
-        if state["config"] != cfg.d_config or state["generator_config"] != cfg.g_config:
-            raise ValueError(f"{last_path} was trained with D {state['config']} / G {state['generator_config']}; "
-                             f"pass the same architecture options to resume")
-        generator.load_state_dict(state["G"])
-        discriminator.load_state_dict(state["D"])
-        opt_g.load_state_dict(state["optimizer_G"])
-        opt_d.load_state_dict(state["optimizer_D"])
-        scaler_g.load_state_dict(state["scaler_G"])
-        scaler_d.load_state_dict(state["scaler_D"])
-        start_step = int(state["step"])
+        start_step = run.load_state_dict(load_training_checkpoint(last_path), last_path)
         log(f"resumed from {last_path} at step {start_step}")
     if start_step >= cfg.steps:
         log(f"nothing to do: the run is at step {start_step} >= steps={cfg.steps}")
-
-    g_train: nn.Module = generator
-    d_train: nn.Module = _DiscriminatorLogits(discriminator)
-    if dist_info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [device.index] if device.type == "cuda" else None
-        g_train, d_train = DDP(generator, device_ids=ids), DDP(d_train, device_ids=ids)
-
     sampler = StepBatchSampler(len(data), batch_size=cfg.batch_size, seed=cfg.seed, total_steps=cfg.steps,
                                start_step=start_step, rank=dist_info.rank, world_size=dist_info.world_size)
     loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=cfg.workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
-
-    writer = tb = None
-    log_file = None
+                                         pin_memory=device.type == "cuda")
+    logs = snapshot = None
     if dist_info.main:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        new_log = start_step == 0 or not (out / "log.csv").is_file()
-        log_file = open(out / "log.csv", "w" if new_log else "a", newline="")
-        writer = csv.writer(log_file)
-        if new_log:
-            writer.writerow(LOG_COLUMNS)
-        if cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        out.mkdir(parents=True, exist_ok=True)
+        logs = _Logs(out, cfg, start_step, log)
+        snapshot = _snapshot_batch(data, cfg, device)
 
-                tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step)
-            except ImportError:
-                log("tensorboard is not installed: logging to log.csv only")
-    snapshot_batch = _snapshot_batch(data, cfg, device) if dist_info.main else None
-
-    sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss_d, l1, adv, d_real, d_fake
-    count, started, metrics = 0, time.time(), {}
+    sums = torch.zeros(5, device=device, dtype=torch.float64)
+    count, started, metrics, done = 0, time.time(), {}, start_step
     progress = tqdm(total=cfg.steps, initial=start_step, desc="train-ifqa", unit="step",
                     disable=not (cfg.progress and dist_info.main))
-    done = start_step
     try:
         for step, batch in enumerate(loader, start=start_step):
-            g = torch.Generator().manual_seed(mix_seed(cfg.seed, step, dist_info.rank))
-            hq = batch["image"].to(device, non_blocking=True)
-            n = hq.shape[0]
-            regions = batch_regions(batch, cfg.size, cfg.mask_source, jitter=cfg.mask_jitter, generator=g,
-                                    device=device)
-            flip = torch.rand(n, generator=g) < (0.5 if cfg.hflip else 0.0)
-            hq, regions = flip_batch(hq, regions, flip)
-            lq = degrade(hq, cfg.degradations, generator=g)
-            fprs_on = torch.rand(n, generator=g) < cfg.fprs_prob
-            mask = swap_mask(regions, cfg.fprs_parts, swap=fprs_on, part_prob=cfg.fprs_part_prob, generator=g,
-                             soft=cfg.fprs_soft)
-            weight = emphasis_map(regions, cfg.emphasis_parts, cfg.emphasis_weight)
-
-            with autocast():
-                restored = g_train(lq)
-            # Discriminator: real (1) vs restored (0) per pixel, FPRS-mixed.
-            real_in, fake_in, real_target, fake_target = fprs_swap(hq, restored.detach().float().clamp(0, 1), mask)
-            targets = torch.cat([real_target, fake_target])
-            with autocast():
-                logits = d_train(torch.cat([real_in, fake_in]) * 2 - 1)
-            loss_d = weighted_bce_with_logits(logits, targets, torch.cat([weight, weight]))
-            opt_d.zero_grad(set_to_none=True)
-            scaler_d.scale(loss_d).backward()
-            scaler_d.step(opt_d)
-            scaler_d.update()
-            # Generator: L1 + per-pixel non-saturating adversarial loss (the discriminator is frozen here).
-            discriminator.requires_grad_(False)
-            with autocast():
-                adv_logits = discriminator.logits(restored.clamp(0, 1) * 2 - 1)
-            loss_l1 = F.l1_loss(restored.float(), hq)
-            loss_adv = weighted_bce_with_logits(adv_logits, torch.ones_like(adv_logits), weight)
-            loss_g = cfg.l1_weight * loss_l1 + cfg.adv_weight * loss_adv
-            opt_g.zero_grad(set_to_none=True)
-            scaler_g.scale(loss_g).backward()
-            scaler_g.step(opt_g)
-            scaler_g.update()
-            discriminator.requires_grad_(True)
-
-            with torch.no_grad():
-                prob = torch.sigmoid(logits.float())
-                d_real = (prob * targets).sum() / targets.sum().clamp_min(1)
-                d_fake = (prob * (1 - targets)).sum() / (1 - targets).sum().clamp_min(1)
-                sums += torch.stack([loss_d.detach(), loss_l1.detach(), loss_adv.detach(), d_real, d_fake]).double()
-            count += 1
-            done = step + 1
+            draws = torch.Generator().manual_seed(mix_seed(cfg.seed, step, dist_info.rank))
+            sums += run.step(prepare_batch(batch, cfg, draws, device))
+            count, done = count + 1, step + 1
             progress.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
-                values = (sums / count).tolist()
-                metrics = dict(zip(LOG_COLUMNS[1:6], values, strict=True))
-                metrics.update(lr_g=opt_g.param_groups[0]["lr"], lr_d=opt_d.param_groups[0]["lr"],
+                metrics = dict(zip(LOG_COLUMNS[1:6], (sums / count).tolist(), strict=True))
+                metrics.update(lr_g=run.opt_g.param_groups[0]["lr"], lr_d=run.opt_d.param_groups[0]["lr"],
                                seconds=round(time.time() - started, 2))
                 sums.zero_()
                 count, started = 0, time.time()
-                if dist_info.main:
-                    writer.writerow([done, *(metrics[c] for c in LOG_COLUMNS[1:])])
-                    log_file.flush()
-                    if tb is not None:
-                        for key in LOG_COLUMNS[1:6]:
-                            tb.add_scalar(f"train/{key}", metrics[key], done)
+                if logs is not None:
+                    logs.row(done, metrics)
                     progress.set_postfix(loss_d=f"{metrics['loss_d']:.3f}", d_real=f"{metrics['d_real']:.2f}",
                                          d_fake=f"{metrics['d_fake']:.2f}")
             if dist_info.main and (done % cfg.snapshot_every == 0 or done == cfg.steps):
-                _write_snapshot(out, done, generator, discriminator, snapshot_batch, cfg, tb)
+                _write_snapshot(out, done, run, snapshot, cfg, logs.tb)
             if dist_info.main and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                payload = {
-                    "format": CHECKPOINT_FORMAT,
-                    "D": discriminator.state_dict(),
-                    "config": cfg.d_config,
-                    "G": generator.state_dict(),
-                    "generator_config": cfg.g_config,
-                    "optimizer_D": opt_d.state_dict(),
-                    "optimizer_G": opt_g.state_dict(),
-                    "scaler_D": scaler_d.state_dict(),
-                    "scaler_G": scaler_g.state_dict(),
-                    "step": done,
-                    "train_config": cfg.to_dict(),
-                }
+                payload = run.state_dict(done)
                 _atomic_save(payload, last_path)
                 if cfg.keep_checkpoints:
                     _atomic_save(payload, out / f"step_{done:07d}.pth")
     finally:
         progress.close()
-        if log_file is not None:
-            log_file.close()
-        if tb is not None:
-            tb.close()
+        if logs is not None:
+            logs.close()
     if dist_info.world_size > 1:
         import torch.distributed as dist
 
@@ -461,12 +494,11 @@ def _snapshot_batch(data: FaceFolder, cfg: IFQATrainConfig, device: torch.device
     return {"hq": hq, "lq": degrade(hq, cfg.degradations, generator=g), "regions": regions}
 
 
-def _write_snapshot(out: Path, step: int, generator, discriminator, snap: dict, cfg: IFQATrainConfig, tb) -> None:
+def _write_snapshot(out: Path, step: int, run: _Run, snap: dict, cfg: IFQATrainConfig, tb) -> None:
     from torchvision.utils import save_image
 
-    grid = snapshot_grid(generator, discriminator, snap["hq"], snap["lq"], snap["regions"], cfg.fprs_parts)
+    grid = snapshot_grid(run.generator, run.discriminator, snap["hq"], snap["lq"], snap["regions"], cfg.fprs_parts)
     (out / "snapshots").mkdir(exist_ok=True)
     save_image(grid, out / "snapshots" / f"step_{step:07d}.png")
     if tb is not None:
         tb.add_image("snapshot", grid, step)
-
