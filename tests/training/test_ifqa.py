@@ -9,9 +9,9 @@ from torchvision.utils import save_image
 
 from ifqa_loss import load_metric
 from ifqa_loss.imageio import read_image
-from ifqa_loss.regions import template_regions
+from ifqa_loss.regions import FFHQ_TEMPLATE_512, regions_from_landmarks, template_regions
 from ifqa_loss.training.degradations import DegradationConfig, degrade
-from ifqa_loss.training.ifqa import IFQATrainConfig, load_training_checkpoint, train
+from ifqa_loss.training.ifqa import IFQATrainConfig, batch_regions, flip_batch, load_training_checkpoint, train
 from ifqa_loss.training.ifqa_objective import fprs_swap, swap_mask
 
 from reference import FIXTURES
@@ -118,3 +118,19 @@ def test_bad_config_is_named():
         IFQATrainConfig(data="x", out="y", size=48)
     with pytest.raises(ValueError, match="fprs_prob"):
         dataclasses.replace(IFQATrainConfig(data="x", out="y"), fprs_prob=2.0)
+
+
+def test_flipping_mirrors_images_and_swaps_left_and_right_masks():
+    images = torch.rand(2, 3, 32, 32)
+    landmarks = (FFHQ_TEMPLATE_512[None].expand(2, -1, -1) + torch.tensor([[[40.0, 0.0]], [[0.0, 0.0]]])) / 16
+    regions = batch_regions({"image": images, "landmarks": landmarks}, 32, "landmarks")
+    flipped, flipped_regions = flip_batch(images, regions, torch.tensor([True, False]))
+    assert torch.equal(flipped[0], images[0].flip(-1)) and torch.equal(flipped[1], images[1])
+    assert torch.equal(flipped_regions["left_eye"][0], regions["right_eye"][0].flip(-1))
+    assert torch.equal(flipped_regions["left_eye"][1], regions["left_eye"][1])
+
+
+def test_template_regions_without_jitter_equal_the_aligned_template():
+    regions = batch_regions({"image": torch.rand(2, 3, 64, 64)}, 64, "template")
+    expected = regions_from_landmarks(FFHQ_TEMPLATE_512[None], 64, 512)
+    assert all(torch.allclose(regions[k], expected[k].expand(2, -1, -1, -1)) for k in expected)
