@@ -1,8 +1,14 @@
-"""ifqa-loss: published face-quality models as exact metrics and differentiable training losses."""
-from . import regions
-from .composer import LossComposer
-from .losses import GFIQALoss, IFQALoss
-from .metrics import QualityMetric, load_metric
+"""ifqa-loss: published face-quality models as exact metrics and differentiable training losses.
 
-__version__ = "0.1.0"
-__all__ = ["GFIQALoss", "IFQALoss", "LossComposer", "QualityMetric", "__version__", "load_metric", "regions"]
+Example:
+    >>> import ifqa_loss
+    >>> sorted(ifqa_loss.__all__)[:4]
+    ['GFIQALoss', 'IFQALoss', 'IFQAPlusLoss', 'LossComposer']
+"""
+from . import regions
+from .losses import GFIQALoss, IFQALoss, IFQAPlusLoss, LossComposer
+from .metric import QualityMetric, load_metric
+
+__version__ = "0.2.0"
+__all__ = ["GFIQALoss", "IFQALoss", "IFQAPlusLoss", "LossComposer", "QualityMetric", "__version__", "load_metric",
+           "regions"]

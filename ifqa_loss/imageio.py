@@ -59,20 +59,65 @@ def colorize(quality_map: torch.Tensor, colormap: str = "viridis") -> np.ndarray
     return (colormaps[colormap](values)[..., :3] * 255.0 + 0.5).astype(np.uint8)
 
 
-def save_map_images(
-    quality_map: torch.Tensor, image: torch.Tensor, out_dir: str | os.PathLike, stem: str, alpha: float = 0.5
-) -> tuple[Path, Path]:
-    """Write ``<stem>_map.png`` (colour-mapped map) and ``<stem>_overlay.png`` (map blended over the face).
+def _colour_bar(height: int, width: int = 14, colormap: str = "viridis") -> np.ndarray:
+    """(height, width, 3) uint8 vertical bar: 1 (real) at the top, 0 (fake) at the bottom."""
+    values = torch.linspace(1.0, 0.0, height)[:, None].expand(height, width)
+    return colorize(values, colormap)
 
-    ``quality_map``: (1,h,w) in [0,1]; ``image``: (3,H,W) in [0,1]. The overlay is at the image's size.
+
+def _labelled_map(colour: np.ndarray, score: float | None) -> Image.Image:
+    """The colour map with a colour bar (labelled 1 / 0) on its right and the score above it."""
+    from PIL import ImageDraw
+
+    height, width = colour.shape[:2]
+    header, bar_gap, bar_width, label_width = 18, 6, 14, 18
+    canvas = Image.new("RGB", (width + bar_gap + bar_width + label_width, height + header), "white")
+    canvas.paste(Image.fromarray(colour), (0, header))
+    canvas.paste(Image.fromarray(_colour_bar(height, bar_width)), (width + bar_gap, header))
+    draw = ImageDraw.Draw(canvas)
+    x_label = width + bar_gap + bar_width + 3
+    draw.text((x_label, header), "1", fill="black")
+    draw.text((x_label, header + height - 11), "0", fill="black")
+    title = "quality map (1 = real)" if score is None else f"score {score:.4f}  (map: 1 = real)"
+    draw.text((2, 3), title, fill="black")
+    return canvas
+
+
+def save_map_images(
+    quality_map: torch.Tensor,
+    image: torch.Tensor,
+    out_dir: str | os.PathLike,
+    stem: str,
+    *,
+    score: float | None = None,
+    max_alpha: float = 0.7,
+) -> tuple[Path, Path]:
+    """Write ``<stem>_map.png`` (colour-mapped map, colour bar, score) and ``<stem>_overlay.png``.
+
+    ``quality_map``: (1,h,w) in [0,1]; ``image``: (3,H,W) in [0,1]. The overlay is at the
+    image's own size and aspect ratio (the map is stretched back the way the image was
+    stretched to the metric's square input); only pixels judged fake are tinted, with
+    opacity ``max_alpha * (1 - map)``, so real-looking areas keep the photo as it is.
+
+    Example:
+        >>> import tempfile, torch
+        >>> out = tempfile.mkdtemp()
+        >>> paths = save_map_images(torch.rand(1, 16, 16), torch.rand(3, 20, 30), out, "face", score=0.5)
+        >>> [p.name for p in paths]
+        ['face_map.png', 'face_overlay.png']
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     colour = colorize(quality_map)
     map_path = out_dir / f"{stem}_map.png"
-    Image.fromarray(colour).save(map_path)
-    face = Image.fromarray((image.permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8))
-    overlay = Image.blend(face, Image.fromarray(colour).resize(face.size, Image.BILINEAR), alpha)
+    _labelled_map(colour, score).save(map_path)
+    face = (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+    size = (face.shape[1], face.shape[0])
+    tint = np.asarray(Image.fromarray(colour).resize(size, Image.BILINEAR), dtype=np.float32)
+    values = quality_map.detach().float().cpu().reshape(1, 1, *quality_map.shape[-2:]).clamp(0, 1)
+    realness = torch.nn.functional.interpolate(values, size=face.shape[:2], mode="bilinear", align_corners=False)
+    alpha = max_alpha * (1.0 - realness[0, 0].numpy())[..., None]
+    overlay = (face.astype(np.float32) * (1 - alpha) + tint * alpha + 0.5).astype(np.uint8)
     overlay_path = out_dir / f"{stem}_overlay.png"
-    overlay.save(overlay_path)
+    Image.fromarray(overlay).save(overlay_path)
     return map_path, overlay_path

@@ -1,4 +1,11 @@
-"""What each published metric is: network builder, native input, preprocessing, checkpoint facts."""
+"""What each metric is: network builder, native input, preprocessing, checkpoint facts — the one name -> metric table.
+
+Example:
+    >>> from ifqa_loss.registry import get_spec
+    >>> spec = get_spec("IFQA")
+    >>> spec.name, spec.input_size, spec.resize_mode
+    ('ifqa', 256, 'bilinear')
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .nets.gfiqa import GFIQA
+from .nets.gfiqa import GFIQA, ResNet50MOS
 from .nets.ifqa_unet import IFQADiscriminator
 from .nets.ifqa_vit import IFQAViT
 
@@ -19,8 +26,16 @@ OFFICIAL_WEIGHTS_URL = "https://drive.google.com/file/d/1aHxF39Mdg4R2dFiF_yx8HsJ
 class MetricSpec:
     """Static description of one metric.
 
-    ``resize_mode`` is the interpolation the official pipeline uses to bring an
-    image to ``input_size`` (cv2 INTER_LINEAR -> bilinear, INTER_CUBIC -> bicubic).
+    Attributes:
+        build: the network class; keyword arguments stored in a checkpoint's ``config`` are passed to it.
+        input_size: native square input; images are resized to it.
+        resize_mode: the interpolation the official pipeline uses (cv2 INTER_LINEAR -> bilinear,
+            INTER_CUBIC -> bicubic).
+        official_filename: the published file name (also looked for in the weights cache).
+        checkpoint_key: the key the state dict sits under in this metric's own checkpoints.
+        published: official weights exist (else they come from this library's trainers).
+        has_map: the network gives a per-pixel map; ``False``: one score per image (GFIQA's MOS).
+        antialias: resize with antialiasing (how the model was trained).
     """
 
     name: str
@@ -29,11 +44,9 @@ class MetricSpec:
     resize_mode: str
     official_filename: str
     checkpoint_key: str
-    num_tensors: int | None
-    num_parameters: int | None
-    has_map: bool = True  # False: the network predicts one score per image (GFIQA's MOS)
-    configurable: bool = False  # True: architecture arguments are stored in the checkpoint ("config")
-    antialias: bool = False  # resize with antialiasing (how the model was trained)
+    published: bool = True
+    has_map: bool = True
+    antialias: bool = False
 
     @property
     def cache_filename(self) -> str:
@@ -48,8 +61,6 @@ METRICS: dict[str, MetricSpec] = {
         resize_mode="bilinear",
         official_filename="IFQA_Metric.pth",
         checkpoint_key="D",
-        num_tensors=122,
-        num_parameters=105_172_833,
     ),
     "ifqa++": MetricSpec(
         name="ifqa++",
@@ -58,8 +69,6 @@ METRICS: dict[str, MetricSpec] = {
         resize_mode="bicubic",
         official_filename="IFQA++_Metric.pth",
         checkpoint_key="D",
-        num_tensors=494,
-        num_parameters=656_873_412,
     ),
     # No public weights exist: checkpoints come from `ifqa-loss train-gfiqa` and carry their config.
     "gfiqa": MetricSpec(
@@ -69,16 +78,27 @@ METRICS: dict[str, MetricSpec] = {
         resize_mode="bilinear",
         official_filename="gfiqa.pth",
         checkpoint_key="model",
-        num_tensors=None,
-        num_parameters=None,
+        published=False,
         has_map=False,
-        configurable=True,
+        antialias=True,
+    ),
+    # The paper's ResNet50 baseline (`ifqa-loss train-gfiqa --model resnet50`).
+    "gfiqa-resnet50": MetricSpec(
+        name="gfiqa-resnet50",
+        build=ResNet50MOS,
+        input_size=512,
+        resize_mode="bilinear",
+        official_filename="gfiqa-resnet50.pth",
+        checkpoint_key="model",
+        published=False,
+        has_map=False,
         antialias=True,
     ),
 }
 
 
 def get_spec(name: str) -> MetricSpec:
+    """The :class:`MetricSpec` registered under ``name`` (case-insensitive); ``ValueError`` lists the choices."""
     key = name.lower()
     if key not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")

@@ -29,3 +29,28 @@ def test_unreadable_file_raises_image_read_error(tmp_path):
     path.write_text("hello")
     with pytest.raises(ImageReadError, match="fake.jpg"):
         read_image(path)
+
+
+def test_map_image_shows_the_map_a_colour_bar_and_the_score(tmp_path):
+    from ifqa_loss.imageio import colorize, save_map_images
+
+    quality_map = torch.linspace(0, 1, 64 * 64).reshape(1, 64, 64)
+    map_path, _ = save_map_images(quality_map, torch.rand(3, 40, 80), tmp_path, "x", score=0.25)
+    with Image.open(map_path) as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    header = pixels.shape[0] - 64
+    assert np.array_equal(pixels[header:, :64], colorize(quality_map))  # the map itself, unscaled
+    assert pixels.shape[1] > 64 + 10  # a colour bar beside it
+    assert (pixels[:header] < 128).any()  # the score is written above
+
+
+def test_overlay_keeps_real_pixels_and_the_image_aspect_ratio(tmp_path):
+    from ifqa_loss.imageio import save_map_images
+
+    image = torch.rand(3, 40, 80)
+    real_everywhere = torch.ones(1, 16, 16)
+    _, overlay_path = save_map_images(real_everywhere, image, tmp_path, "x")
+    with Image.open(overlay_path) as overlay:
+        assert overlay.size == (80, 40)
+        expected = (image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        assert np.abs(np.asarray(overlay).astype(int) - expected).max() <= 1  # nothing tinted where real

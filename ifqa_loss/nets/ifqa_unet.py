@@ -90,6 +90,10 @@ class IFQADiscriminator(nn.Module):
         if input_size % 32:
             raise ValueError(f"IFQADiscriminator input_size must be a multiple of 32, got {input_size}")
         self.input_size = input_size
+        # Stored with trained weights (a non-default input_size only when trained at another size).
+        self.config = {"widths": tuple(widths), "num_bottleneck": num_bottleneck}
+        if input_size != 256:
+            self.config["input_size"] = input_size
         w1, w2, w3, w4, w5 = widths
         # Names follow the output resolution at a 256 input, as in the published checkpoint.
         self.encoder128 = DownResBlock(3, w1, downsample=True)

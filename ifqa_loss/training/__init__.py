@@ -1,1 +1,1 @@
-"""Training code: data, degradations, objectives and loops for the quality models."""
+"""Data, degradations, objectives and loops that train networks (GFIQA, IFQA)."""

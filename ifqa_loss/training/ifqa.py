@@ -24,6 +24,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,8 +121,8 @@ class IFQATrainConfig:
 
     @property
     def d_config(self) -> dict:
-        """Arguments of :class:`IFQADiscriminator` (stored as the checkpoint's ``config``)."""
-        return {"widths": list(self.d_widths), "num_bottleneck": self.d_bottleneck, "input_size": self.size}
+        """Arguments of :class:`IFQADiscriminator`."""
+        return {"widths": self.d_widths, "num_bottleneck": self.d_bottleneck, "input_size": self.size}
 
     @property
     def g_config(self) -> dict:
@@ -225,26 +226,22 @@ def build_networks(cfg: IFQATrainConfig) -> tuple[RestorationUNet, IFQADiscrimin
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         generator = RestorationUNet(**cfg.g_config)
-        discriminator = IFQADiscriminator(widths=cfg.d_widths, num_bottleneck=cfg.d_bottleneck, input_size=cfg.size)
+        discriminator = IFQADiscriminator(**cfg.d_config)
     return generator, discriminator
-
-
-def _atomic_save(payload: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict:
     """Read a ``train-ifqa`` checkpoint (tensors and plain data only)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    from ..weights import read_training_state
+
+    payload = read_training_state(path)
+    if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a train-ifqa checkpoint (no format {CHECKPOINT_FORMAT!r})")
     return payload
 
 
 def _init_discriminator(discriminator: IFQADiscriminator, path: str, cfg: IFQATrainConfig) -> None:
-    from ..checkpoints import read_state_dict  # the one place that reads weight files
+    from ..weights import read_state_dict
 
     state_dict = read_state_dict(path)
     ours = discriminator.state_dict()
@@ -298,6 +295,7 @@ class _Run:
     def __init__(self, cfg: IFQATrainConfig, device: torch.device, world_size: int):
         self.cfg, self.device = cfg, device
         self.generator, self.discriminator = build_networks(cfg)
+        self.d_config = json.loads(json.dumps(self.discriminator.config))  # as stored: lists, not tuples
         if cfg.init_from:
             _init_discriminator(self.discriminator, cfg.init_from, cfg)
         self.generator.to(device)
@@ -318,23 +316,25 @@ class _Run:
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
 
-    def state_dict(self, step: int) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "D": self.discriminator.state_dict(),
-            "config": self.cfg.d_config,
-            "G": self.generator.state_dict(),
-            "generator_config": self.cfg.g_config,
-            "optimizer_D": self.opt_d.state_dict(),
-            "optimizer_G": self.opt_g.state_dict(),
-            "scaler_D": self.scaler_d.state_dict(),
-            "scaler_G": self.scaler_g.state_dict(),
-            "step": step,
-            "train_config": self.cfg.to_dict(),
-        }
+    def save(self, path: Path, step: int) -> None:
+        """``{'D', 'metric': 'ifqa', 'config'}`` (the metric's checkpoint layout) plus the training state."""
+        from ..weights import save_checkpoint
+
+        save_checkpoint(
+            path, self.discriminator, "ifqa",
+            format=CHECKPOINT_FORMAT,
+            G=self.generator.state_dict(),
+            generator_config=self.cfg.g_config,
+            optimizer_D=self.opt_d.state_dict(),
+            optimizer_G=self.opt_g.state_dict(),
+            scaler_D=self.scaler_d.state_dict(),
+            scaler_G=self.scaler_g.state_dict(),
+            step=step,
+            train_config=self.cfg.to_dict(),
+        )
 
     def load_state_dict(self, state: dict, path: Path) -> int:
-        if state["config"] != self.cfg.d_config or state["generator_config"] != self.cfg.g_config:
+        if state["config"] != self.d_config or state["generator_config"] != self.cfg.g_config:
             raise ValueError(f"{path} was trained with D {state['config']} / G {state['generator_config']} "
                              f"(and --size); pass the same architecture options to resume")
         self.generator.load_state_dict(state["G"])
@@ -469,10 +469,9 @@ def train(cfg: IFQATrainConfig, log=print) -> dict:
             if dist_info.main and (done % cfg.snapshot_every == 0 or done == cfg.steps):
                 _write_snapshot(out, done, run, snapshot, cfg, logs.tb)
             if dist_info.main and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                payload = run.state_dict(done)
-                _atomic_save(payload, last_path)
+                run.save(last_path, done)
                 if cfg.keep_checkpoints:
-                    _atomic_save(payload, out / f"step_{done:07d}.pth")
+                    shutil.copyfile(last_path, out / f"step_{done:07d}.pth")
     finally:
         progress.close()
         if logs is not None:

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import GFIQALoss, IFQALoss
+from .gfiqa import GFIQALoss
+from .ifqa import IFQALoss, IFQAPlusLoss
 
 LOSS_TYPES: dict[str, Callable[..., nn.Module]] = {
     "IFQALoss": IFQALoss,
+    "IFQAPlusLoss": IFQAPlusLoss,
     "GFIQALoss": GFIQALoss,
     "L1Loss": nn.L1Loss,
     "MSELoss": nn.MSELoss,
@@ -84,6 +86,17 @@ class LossComposer(nn.Module):
 
     Args:
         terms: ``{name: (loss_module, weight)}`` or ``{name: (loss_module, weight, schedule)}``.
+
+    Example:
+        >>> import torch
+        >>> composer = LossComposer.from_config({
+        ...     "l1": {"type": "L1Loss", "weight": 1.0},
+        ...     "l2": {"type": "MSELoss", "weight": 0.5, "schedule": {"type": "linear_warmup", "steps": 10}},
+        ... })
+        >>> pred, target = torch.ones(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+        >>> total, logs = composer(5, l1=(pred, target), l2=(pred, target))
+        >>> round(total.item(), 3), logs["weight/l2"]
+        (1.25, 0.25)
     """
 
     def __init__(self, terms: Mapping[str, tuple]):

@@ -3,8 +3,8 @@ import json
 import pytest
 from PIL import Image
 
-from benchmarks import overhead
-from benchmarks.generator import RestorationGenerator
+from ifqa_loss.bench import overhead
+from ifqa_loss.bench.generator import RestorationGenerator
 
 
 def test_generator_restores_at_its_size():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ifqa_loss import IFQALoss, LossComposer
-from ifqa_loss.composer import LinearWarmup, StepSchedule, build_schedule
+from ifqa_loss.losses.composer import LinearWarmup, StepSchedule, build_schedule
 
 from helpers import tiny_ifqa_metric
 

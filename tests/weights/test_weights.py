@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ifqa_loss import checkpoints
-from ifqa_loss.checkpoints import CheckpointError, check_state_dict, load_network, read_state_dict
+from ifqa_loss import weights as checkpoints
+from ifqa_loss.weights import CheckpointError, check_state_dict, load_network, read_state_dict
 
 
 @pytest.fixture

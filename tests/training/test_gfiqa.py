@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from ifqa_loss import gfiqa_train
-from ifqa_loss.gfiqa_train import LossWeights, TrainConfig
+from ifqa_loss.training import gfiqa as gfiqa_train
+from ifqa_loss.training.gfiqa import LossWeights, TrainConfig
 
 from helpers import TINY_GFIQA
 
@@ -133,7 +133,8 @@ def test_bad_meta_files_are_refused(tmp_path, content, message):
 
 
 def test_imported_gfiqa_checkpoint_keeps_its_architecture(trained, tmp_path, monkeypatch):
-    from ifqa_loss import checkpoints, load_metric
+    from ifqa_loss import load_metric
+    from ifqa_loss import weights as checkpoints
 
     cfg, _ = trained
     monkeypatch.setenv("IFQA_LOSS_HOME", str(tmp_path))

@@ -26,19 +26,28 @@ def quality_loss_map(logits: torch.Tensor, mode: str = "one_minus") -> torch.Ten
     raise ValueError(f"mode must be one of {LOSS_MODES}, got {mode!r}")
 
 
-def check_pixel_weights(weights: torch.Tensor, batch: int, name: str = "pixel_weights") -> None:
-    """Raise unless ``weights`` is a finite, non-negative (N,1,h,w) or (1,1,h,w) map with mass in every image."""
+def check_pixel_weights(
+    weights: torch.Tensor, batch: int, name: str = "pixel_weights", *, check_values: bool = True
+) -> None:
+    """Raise unless ``weights`` is a finite, non-negative (N,1,h,w) or (1,1,h,w) map with mass in every image.
+
+    ``check_values=False`` keeps the shape checks and skips the value checks (one host sync).
+    """
     if not isinstance(weights, torch.Tensor) or weights.ndim != 4 or weights.shape[1] != 1:
         shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
         raise ValueError(f"{name} must be a (N,1,h,w) or (1,1,h,w) tensor, got {shape}")
     if weights.shape[0] not in (1, batch):
         raise ValueError(f"{name} has batch size {weights.shape[0]} but the input has {batch}; pass N or 1 maps")
-    w = weights.detach()
-    if not torch.isfinite(w).all() or (w < 0).any():
+    if not check_values:
+        return
+    w = weights.detach().flatten(1)
+    # One host sync for all checks.
+    bad_value, empty = torch.stack([~torch.isfinite(w).all() | (w < 0).any(), (w.amax(1) <= 0).any()]).tolist()
+    if bad_value:
         raise ValueError(f"{name} must be finite and >= 0")
-    empty = (w.flatten(1).sum(1) <= 0).nonzero().flatten().tolist()
     if empty:
-        raise ValueError(f"{name} are all zero for image(s) {empty}: every image needs some weight")
+        empty_images = (w.amax(1) <= 0).nonzero().flatten().tolist()
+        raise ValueError(f"{name} are all zero for image(s) {empty_images}: every image needs some weight")
 
 
 def resize_weights(weights: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -58,6 +67,8 @@ def weighted_image_mean(loss_map: torch.Tensor, weights: torch.Tensor | None = N
     if weights is None:
         return loss_map.mean(dim=(1, 2, 3))
     weights = resize_weights(weights, loss_map.shape[-2:]).to(loss_map.dtype)
+    # Scale-free: dividing by each image's largest weight first makes 1e-30 weights give the same loss as 1.
+    weights = weights / weights.amax(dim=(1, 2, 3), keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
     weights = weights.expand(loss_map.shape[0], -1, -1, -1)
     return (weights * loss_map).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1e-12)
 

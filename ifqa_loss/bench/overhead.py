@@ -1,6 +1,6 @@
 """Forward/backward cost of face-quality losses and their overhead on a restoration generator step.
 
-Run ``ifqa-loss bench`` or ``python -m benchmarks.overhead`` (``--help`` for options).
+Run ``ifqa-loss bench`` or ``python -m ifqa_loss.bench.overhead`` (``--help`` for options).
 Timing does not depend on weight values, so every network here has random weights
 and no checkpoint is needed. Three measurements:
 

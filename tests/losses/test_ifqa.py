@@ -91,10 +91,6 @@ def test_autocast_is_close_to_fp32(metric, pred, dtype):
     assert abs(low.item() - reference.item()) < 1e-2
 
 
-def test_channels_last_gives_the_same_loss(metric, pred):
-    torch.testing.assert_close(IFQALoss(metric=metric, channels_last=True)(pred), IFQALoss(metric=metric)(pred))
-
-
 def test_template_weights_are_cached_per_size_and_device(metric, pred):
     loss_fn = IFQALoss(metric=metric, region_weights={"eyes": 2.0})
     loss_fn(pred)

@@ -21,11 +21,15 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoints import read_state_dict, stylegan_prior_state_dict
-from .imageio import read_image
-from .nets.gfiqa import GFIQA, ResNet50MOS
+from .. import preprocess
+from ..imageio import read_image
+from ..metric import load_metric
+from ..nets.gfiqa import GFIQA
+from ..registry import get_spec
+from ..weights import read_state_dict, read_training_state, save_checkpoint, stylegan_prior_state_dict
 
-ARCHITECTURES = {"gfiqa": GFIQA, "resnet50": ResNet50MOS}
+# `--model` choices -> registered metrics (built, saved and loaded through the registry and `weights`).
+MODELS = {"gfiqa": "gfiqa", "resnet50": "gfiqa-resnet50"}
 
 
 # ----------------------------------------------------------------------------------- data
@@ -71,10 +75,11 @@ def split_rows(rows: list[dict], seed: int = 0, fractions=(0.7, 0.1, 0.2)) -> di
 
 
 class MOSDataset(Dataset):
-    """Images resized to ``size`` (antialiased bilinear), in [-1,1], with their MOS."""
+    """Images brought to the metric's input as the metric itself does (resize per its spec), in [-1,1], with MOS."""
 
-    def __init__(self, root: str | Path, rows: list[dict], size: int, hflip: bool = False):
+    def __init__(self, root: str | Path, rows: list[dict], size: int, metric: str = "gfiqa", hflip: bool = False):
         self.root, self.rows, self.size, self.hflip = Path(root), rows, size, hflip
+        self.spec = get_spec(metric)
         missing = [r["name"] for r in rows if not (self.root / r["name"]).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} images of the meta file are missing under {root}: {missing[:3]}")
@@ -85,8 +90,8 @@ class MOSDataset(Dataset):
     def __getitem__(self, index: int):
         row = self.rows[index]
         image = read_image(self.root / row["name"])[None]
-        image = F.interpolate(image, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=True)[0] * 2 - 1
+        image = preprocess.resize(image, self.size, self.spec.resize_mode, self.spec.antialias)
+        image = preprocess.to_signed_range(image, (0.0, 1.0))[0]
         if self.hflip and random.random() < 0.5:
             image = image.flip(-1)
         return image, torch.tensor(row["mos"], dtype=torch.float32)
@@ -199,33 +204,16 @@ class TrainConfig:
     progress: bool = True
 
 
-def build_model(arch: str, config: dict) -> nn.Module:
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown model {arch!r}; choose from {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**config)
-
-
-def _save(path: Path, model: nn.Module, arch: str, extra: dict | None = None) -> None:
-    payload = {"model": model.state_dict(), "arch": arch, "config": _plain(model.config)}
-    payload.update(extra or {})
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def _plain(config: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+def build_model(model: str, config: dict) -> nn.Module:
+    """A fresh network for ``--model`` (``gfiqa`` or the ``resnet50`` baseline) from its registry entry."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {sorted(MODELS)}")
+    return get_spec(MODELS[model]).build(**config)
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> nn.Module:
-    """Rebuild a model saved by :func:`train` (``best.pth`` / ``last.pth``)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "arch" not in payload or "config" not in payload:
-        raise ValueError(f"{path} is not a GFIQA training checkpoint (no 'arch'/'config'); train one with train-gfiqa")
-    model = build_model(payload["arch"], {k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in payload["config"].items()})
-    model.load_state_dict(payload["model"], strict=True)
-    return model.to(device).eval()
+    """The network of a checkpoint saved by :func:`train` (``best.pth`` / ``last.pth``), through ``load_metric``."""
+    return load_metric(checkpoint=path, device=device).net
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
@@ -238,6 +226,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     splits = split_rows(read_meta(cfg.meta), cfg.seed)
     model = build_model(cfg.model, cfg.model_kwargs)
+    metric_name = MODELS[cfg.model]
     size = model.input_size
     if cfg.encoder_weights:
         missing, unexpected = model.encoder.load_state_dict(read_state_dict(cfg.encoder_weights), strict=False)
@@ -249,7 +238,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         model.init_mean_latent()
     model.to(cfg.device)
     loaders = {
-        name: DataLoader(MOSDataset(cfg.images, rows, size, hflip=name == "train"), batch_size=cfg.batch_size,
+        name: DataLoader(MOSDataset(cfg.images, rows, size, metric_name, hflip=name == "train"),
+                         batch_size=cfg.batch_size,
                          shuffle=name == "train", num_workers=cfg.workers, drop_last=False)
         for name, rows in splits.items() if rows
     }
@@ -263,8 +253,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, best = 0, {"srcc": -math.inf, "epoch": -1}
     if cfg.resume and (out / "last.pth").is_file():
-        state = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        state = read_training_state(out / "last.pth")
+        model.load_state_dict(state[get_spec(metric_name).checkpoint_key])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
@@ -297,10 +287,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
             fh.flush()
             if val["srcc"] > best["srcc"]:
                 best = {"srcc": val["srcc"], "epoch": epoch}
-                _save(out / "best.pth", model, cfg.model, {"val": val})
-            _save(out / "last.pth", model, cfg.model, {"optimizer": optimizer.state_dict(),
-                                                       "scheduler": scheduler.state_dict(), "epoch": epoch,
-                                                       "best": best})
+                save_checkpoint(out / "best.pth", model, metric_name, val=val)
+            save_checkpoint(out / "last.pth", model, metric_name, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), epoch=epoch, best=best)
             log(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}  val SRCC {val['srcc']:.4f} PLCC {val['plcc']:.4f}")
     result = {"best": best}
     if "test" in loaders:
@@ -313,9 +302,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
 def evaluate(checkpoint: str, images: str, meta: str, split: str = "test", seed: int = 0, device: str = "cpu",
              batch_size: int = 16) -> dict:
     """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row)."""
-    model = load_trained(checkpoint, device)
+    metric = load_metric(checkpoint=checkpoint, device=device)
+    if metric.has_map:
+        raise ValueError(f"{checkpoint} holds {metric.name!r} weights, not a MOS model trained with train-gfiqa")
     rows = read_meta(meta)
     if split != "all":
         rows = split_rows(rows, seed)[split]
-    loader = DataLoader(MOSDataset(images, rows, model.input_size), batch_size=batch_size)
+    loader = DataLoader(MOSDataset(images, rows, metric.input_size, metric.name), batch_size=batch_size)
+    model = metric.net
     return {"split": split, "images": len(rows), **correlation_metrics(*predict(model, loader, device))}

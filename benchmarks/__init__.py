@@ -1,1 +1,0 @@
-"""Gradient-overhead and throughput benchmarks (``ifqa-loss bench`` / ``python -m benchmarks.overhead``)."""

@@ -1,0 +1,44 @@
+"""``ifqa-loss`` command line: one module per command, each exposing ``register(subparsers)``.
+
+Exit codes: 0 success, 1 some inputs were skipped (reported on stderr), 2 nothing
+could be done (bad arguments, missing or wrong checkpoint); refusals print ``error: ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .common import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED
+
+# Command modules, in the order `ifqa-loss --help` lists them.
+COMMANDS = ("score", "weights", "bench", "gfiqa", "train_ifqa")
+
+__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_SKIPPED", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ifqa-loss`` parser with every command module's subcommands."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="ifqa-loss", description="Face-quality metrics and losses (IFQA, IFQA++, "
+                                     "GFIQA): score images, manage weights, benchmark, train.")
+    parser.add_argument("--version", action="version", version=f"ifqa-loss {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        args.extra_args = extra  # parsed by the command itself (bench)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
