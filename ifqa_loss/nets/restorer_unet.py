@@ -23,7 +23,12 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block: ``(N,C_in,H,W) -> (N,C_out,H,W)``."""
+    """Pre-activation residual block: ``(N,C_in,H,W) -> (N,C_out,H,W)``.
+
+    Example:
+        >>> ResBlock(4, 8)(torch.rand(1, 4, 8, 8)).shape
+        torch.Size([1, 8, 8, 8])
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()

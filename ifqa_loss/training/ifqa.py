@@ -175,7 +175,14 @@ def _mirror_name(name: str) -> str:
 def flip_batch(
     images: torch.Tensor, regions: dict[str, torch.Tensor], flip: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mirror the samples where ``flip`` (N,) is True; masks follow (left/right names swap)."""
+    """Mirror the samples where ``flip`` (N,) is True; masks follow (left/right names swap).
+
+    Example:
+        >>> from ifqa_loss.regions import template_regions
+        >>> x, r = flip_batch(torch.rand(1, 3, 32, 32), template_regions(32), torch.tensor([True]))
+        >>> torch.equal(r["left_eye"], template_regions(32)["right_eye"].flip(-1))
+        True
+    """
     f = flip.to(images.device).view(-1, 1, 1, 1)
     images = torch.where(f, images.flip(-1), images)
     return images, {name: torch.where(f, regions[_mirror_name(name)].flip(-1), m) for name, m in regions.items()}
@@ -222,7 +229,14 @@ class _DiscriminatorLogits(nn.Module):
 
 # ----------------------------------------------------------------------------------- checkpoints
 def build_networks(cfg: IFQATrainConfig) -> tuple[RestorationUNet, IFQADiscriminator]:
-    """Generator and discriminator initialised from ``cfg.seed`` (the global RNG is left as it was)."""
+    """Generator and discriminator initialised from ``cfg.seed`` (the global RNG is left as it was).
+
+    Example:
+        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(4, 8, 8, 16, 16), d_bottleneck=1, g_width=4)
+        >>> g, d = build_networks(cfg)
+        >>> d.config, g(torch.rand(1, 3, 64, 64)).shape
+        ({'widths': (4, 8, 8, 16, 16), 'num_bottleneck': 1, 'input_size': 64}, torch.Size([1, 3, 64, 64]))
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         generator = RestorationUNet(**cfg.g_config)
@@ -231,7 +245,13 @@ def build_networks(cfg: IFQATrainConfig) -> tuple[RestorationUNet, IFQADiscrimin
 
 
 def load_training_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a ``train-ifqa`` checkpoint (tensors and plain data only)."""
+    """Read a ``train-ifqa`` checkpoint (tensors and plain data only): ``D``, ``G``, optimisers, ``step``, ...
+
+    Example:
+        >>> state = load_training_checkpoint("runs/ifqa/last.pth")   # doctest: +SKIP
+        >>> state["step"], state["config"]                           # doctest: +SKIP
+        (200000, {'widths': [64, 128, 256, 512, 1024], 'num_bottleneck': 4})
+    """
     from ..weights import read_training_state
 
     payload = read_training_state(path)
@@ -260,7 +280,16 @@ def _init_discriminator(discriminator: IFQADiscriminator, path: str, cfg: IFQATr
 @torch.no_grad()
 def snapshot_grid(generator: nn.Module, discriminator: IFQADiscriminator, hq: torch.Tensor, lq: torch.Tensor,
                   regions: dict[str, torch.Tensor], parts: tuple[str, ...]) -> torch.Tensor:
-    """Rows per face: HQ | degraded | restored | D(HQ) | D(restored) | FPRS mix | D(mix), as (3,H',W')."""
+    """Rows per face: HQ | degraded | restored | D(HQ) | D(restored) | FPRS mix | D(mix), as (3,H',W').
+
+    Example:
+        >>> from ifqa_loss.regions import template_regions
+        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(4, 8, 8, 16, 16), d_bottleneck=1, g_width=4)
+        >>> g, d = build_networks(cfg)
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> snapshot_grid(g, d, x, x, template_regions(64), ("mouth",)).shape
+        torch.Size([3, 68, 464])
+    """
     from torchvision.utils import make_grid
 
     restored = generator(lq).clamp(0, 1)
@@ -275,7 +304,14 @@ def prepare_batch(
     batch: dict[str, torch.Tensor], cfg: IFQATrainConfig, generator: torch.Generator, device: torch.device
 ) -> dict[str, torch.Tensor]:
     """One step's inputs: flipped HQ faces ``hq``, degraded ``lq`` (N,3,S,S); FPRS ``mask`` and
-    emphasis ``weight`` (N,1,S,S). All draws come from ``generator`` in a fixed order."""
+    emphasis ``weight`` (N,1,S,S). All draws come from ``generator`` in a fixed order.
+
+    Example:
+        >>> cfg = IFQATrainConfig(data="", out="", size=64, fprs_prob=1.0)
+        >>> b = prepare_batch({"image": torch.rand(2, 3, 64, 64)}, cfg, torch.Generator().manual_seed(0), "cpu")
+        >>> b["lq"].shape, bool(b["mask"].sum() > 0), b["weight"].max().item()
+        (torch.Size([2, 3, 64, 64]), True, 2.0)
+    """
     hq = batch["image"].to(device, non_blocking=True)
     n = hq.shape[0]
     regions = batch_regions(batch, cfg.size, cfg.mask_source, jitter=cfg.mask_jitter, generator=generator,
@@ -419,6 +455,11 @@ def train(cfg: IFQATrainConfig, log=print) -> dict:
 
     Files in ``cfg.out``: ``last.pth`` (resumable, loads with ``load_metric("ifqa", checkpoint=...)``),
     ``log.csv``, ``snapshots/step_XXXXXXX.png``, ``tensorboard/`` (if installed), ``config.json``.
+
+    Example:
+        >>> cfg = IFQATrainConfig(data="/data/ffhq", out="runs/ifqa", steps=200_000, device="cuda")  # doctest: +SKIP
+        >>> train(cfg)["checkpoint"]                                                                  # doctest: +SKIP
+        'runs/ifqa/last.pth'
     """
     from tqdm import tqdm
 
