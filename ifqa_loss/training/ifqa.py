@@ -260,7 +260,13 @@ def load_training_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
-def _init_discriminator(discriminator: IFQADiscriminator, path: str, cfg: IFQATrainConfig) -> None:
+def init_discriminator(discriminator: IFQADiscriminator, path: str | os.PathLike) -> None:
+    """Load IFQA weights (e.g. the published ``IFQA_Metric.pth``) into ``discriminator`` to fine-tune it.
+
+    Example:
+        >>> d = IFQADiscriminator()                      # doctest: +SKIP
+        >>> init_discriminator(d, "IFQA_Metric.pth")     # doctest: +SKIP
+    """
     from ..weights import read_state_dict
 
     state_dict = read_state_dict(path)
@@ -269,9 +275,9 @@ def _init_discriminator(discriminator: IFQADiscriminator, path: str, cfg: IFQATr
     missing = [k for k in ours if k not in state_dict]
     if wrong or missing or len(state_dict) != len(ours):
         raise ValueError(
-            f"{path} does not fit the discriminator (d_widths={cfg.d_widths}, d_bottleneck={cfg.d_bottleneck}): "
-            f"{len(missing)} missing, {len(wrong)} wrong shapes (e.g. {(missing + wrong)[:2]}). Fine-tuning "
-            f"IFQA_Metric.pth needs the published widths {PUBLISHED_D_WIDTHS} and d_bottleneck=4"
+            f"{path} does not fit the discriminator {discriminator.config}: {len(missing)} missing, "
+            f"{len(wrong)} wrong shapes (e.g. {(missing + wrong)[:2]}). Fine-tuning IFQA_Metric.pth needs the "
+            f"published widths {PUBLISHED_D_WIDTHS} and d_bottleneck=4"
         )
     discriminator.load_state_dict(state_dict, strict=True)
 
@@ -333,7 +339,7 @@ class _Run:
         self.generator, self.discriminator = build_networks(cfg)
         self.d_config = json.loads(json.dumps(self.discriminator.config))  # as stored: lists, not tuples
         if cfg.init_from:
-            _init_discriminator(self.discriminator, cfg.init_from, cfg)
+            init_discriminator(self.discriminator, cfg.init_from)
         self.generator.to(device)
         self.discriminator.to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)

@@ -9,9 +9,17 @@ from torchvision.utils import save_image
 
 from ifqa_loss import load_metric
 from ifqa_loss.imageio import read_image
+from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 from ifqa_loss.regions import FFHQ_TEMPLATE_512, regions_from_landmarks, template_regions
 from ifqa_loss.training.degradations import DegradationConfig, degrade
-from ifqa_loss.training.ifqa import IFQATrainConfig, batch_regions, flip_batch, load_training_checkpoint, train
+from ifqa_loss.training.ifqa import (
+    IFQATrainConfig,
+    batch_regions,
+    flip_batch,
+    init_discriminator,
+    load_training_checkpoint,
+    train,
+)
 from ifqa_loss.training.ifqa_objective import fprs_swap, swap_mask
 
 from reference import FIXTURES
@@ -104,6 +112,12 @@ def test_init_from_loads_the_discriminator(faces, trained_run, tmp_path):
     source = load_training_checkpoint(trained_run / "last.pth")["D"]
     tuned = load_training_checkpoint(tmp_path / "last.pth")["D"]
     assert all(torch.equal(source[k], tuned[k]) for k in source)
+
+
+def test_fine_tuning_starts_from_the_official_file_layout(ifqa_checkpoint, ifqa_state_dict):
+    discriminator = IFQADiscriminator()
+    init_discriminator(discriminator, ifqa_checkpoint)  # {'D': state_dict}, as IFQA_Metric.pth
+    assert all(torch.equal(v, ifqa_state_dict[k]) for k, v in discriminator.state_dict().items())
 
 
 def test_init_from_with_other_widths_is_explained(faces, trained_run, tmp_path):
