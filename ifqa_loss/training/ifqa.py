@@ -232,7 +232,8 @@ def build_networks(cfg: IFQATrainConfig) -> tuple[RestorationUNet, IFQADiscrimin
     """Generator and discriminator initialised from ``cfg.seed`` (the global RNG is left as it was).
 
     Example:
-        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(4, 8, 8, 16, 16), d_bottleneck=1, g_width=4)
+        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(4, 8, 8, 16, 16), d_bottleneck=1, g_width=4,
+        ...                       g_depth=2)
         >>> g, d = build_networks(cfg)
         >>> d.config, g(torch.rand(1, 3, 64, 64)).shape
         ({'widths': (4, 8, 8, 16, 16), 'num_bottleneck': 1, 'input_size': 64}, torch.Size([1, 3, 64, 64]))
@@ -290,7 +291,8 @@ def snapshot_grid(generator: nn.Module, discriminator: IFQADiscriminator, hq: to
 
     Example:
         >>> from ifqa_loss.regions import template_regions
-        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(4, 8, 8, 16, 16), d_bottleneck=1, g_width=4)
+        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(2, 2, 2, 2, 2), d_bottleneck=0, g_width=2,
+        ...                       g_depth=1)
         >>> g, d = build_networks(cfg)
         >>> x = torch.rand(1, 3, 64, 64)
         >>> snapshot_grid(g, d, x, x, template_regions(64), ("mouth",)).shape

@@ -12,7 +12,7 @@ from ifqa_loss import load_metric
 from ifqa_loss.cli import EXIT_FAILED, main
 from ifqa_loss.imageio import read_image
 
-from reference import FIXTURES
+from reference import SAMPLES
 
 TINY = ["--size", "64", "--d-widths", "4,8,8,16,16", "--d-bottleneck", "1", "--g-width", "4", "--g-depth", "2"]
 
@@ -22,7 +22,7 @@ def faces(tmp_path):
     root = tmp_path / "faces"
     root.mkdir()
     for name in ("face256.png", "face512.png"):
-        save_image(F.interpolate(read_image(FIXTURES / name)[None], size=64, mode="area"), root / name)
+        save_image(F.interpolate(read_image(SAMPLES / name)[None], size=64, mode="area"), root / name)
     return root
 
 

@@ -22,7 +22,7 @@ from ifqa_loss.training.ifqa import (
 )
 from ifqa_loss.training.ifqa_objective import fprs_swap, swap_mask
 
-from reference import FIXTURES
+from reference import SAMPLES
 
 SIZE = 64
 HEAVY = DegradationConfig(blur_sigma=(20, 40), downsample_range=(6, 8), noise_range=(10, 20), jpeg_range=(30, 40),
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _face_variant(k: int) -> torch.Tensor:
     """A distinct face from the two shipped samples: shift, optional mirror, colour gain; (1,3,SIZE,SIZE)."""
-    sample = read_image(FIXTURES / ("face256.png" if k % 2 == 0 else "face512.png"))
+    sample = read_image(SAMPLES / ("face256.png" if k % 2 == 0 else "face512.png"))
     sample = F.interpolate(sample[None], size=256, mode="area")[0]
     g = torch.Generator().manual_seed(k)
     dy, dx = torch.randint(-6, 7, (2,), generator=g).tolist()
