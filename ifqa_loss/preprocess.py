@@ -162,3 +162,90 @@ def resize(x: torch.Tensor, size: int, mode: str = "bilinear", antialias: bool =
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=antialias)
+
+
+# ----------------------------------------------------------------------------------- the official uint8 path
+_CV_COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS: linear weights are integers out of 2048
+
+
+def _cv_linear_taps(source: int, target: int, clamp_weights: bool, device) -> tuple[torch.Tensor, ...]:
+    """OpenCV's INTER_LINEAR source indices and fixed-point weights along one axis, float32 as cv::resize."""
+    scale = 1.0 / (target / source)  # cv::resize keeps 1/inv_scale in double
+    pos = ((torch.arange(target, dtype=torch.float64) + 0.5) * scale - 0.5).float()
+    first = pos.floor()
+    frac = pos - first
+    first = first.long()
+    if clamp_weights:  # horizontal axis: clamped taps get weight (1, 0)
+        outside = (first < 0) | (first >= source - 1)
+        frac = torch.where(outside, torch.zeros_like(frac), frac)
+        first = first.clamp(0, source - 1)
+    # vertical axis: the fractional weight stays, only the row indices are clamped
+    second = (first + 1).clamp(0, source - 1)
+    first = first.clamp(0, source - 1)
+    one = float(1 << _CV_COEF_BITS)
+    w0 = torch.round((1.0 - frac) * one).long()  # saturate_cast<short>: round half to even, like torch.round
+    w1 = torch.round(frac * one).long()
+    return first.to(device), second.to(device), w0.to(device), w1.to(device)
+
+
+def resize_uint8_like_cv2(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)`` of a uint8 image, bit for bit.
+
+    The official IFQA ``test.py`` resizes the uint8 image (albumentations ``Resize`` -> cv2) before
+    normalising; this reproduces OpenCV's fixed-point arithmetic: 11-bit weights, an integer
+    horizontal pass, and the vertical pass of its SIMD kernel,
+    ``((r0>>4)*b0 >> 16) + ((r1>>4)*b1 >> 16) + 2 >> 2``. Not differentiable (integers); the
+    losses use :func:`resize`. Shapes: (..., C, H, W) uint8 -> (..., C, h, w) uint8; ``size`` is
+    ``S`` or ``(h, w)``.
+
+    Example:
+        >>> resize_uint8_like_cv2(torch.full((3, 5, 7), 200, dtype=torch.uint8), 4).unique().tolist()
+        [200]
+    """
+    if image.dtype != torch.uint8:
+        raise TypeError(f"resize_uint8_like_cv2 takes uint8 images, got {image.dtype}; use resize() for floats")
+    height, width = (size, size) if isinstance(size, int) else size
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    x0, x1, a0, a1 = _cv_linear_taps(image.shape[-1], width, True, image.device)
+    y0, y1, b0, b1 = _cv_linear_taps(image.shape[-2], height, False, image.device)
+    src = image.long()
+    rows = src[..., x0] * a0 + src[..., x1] * a1  # (..., C, H, w): integer horizontal pass
+    r0 = rows[..., y0, :] >> 4
+    r1 = rows[..., y1, :] >> 4
+    out = ((r0 * b0[:, None]) >> 16) + ((r1 * b1[:, None]) >> 16)
+    return ((out + 2) >> 2).clamp(0, 255).to(torch.uint8)
+
+
+def official_network_input(image: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """The official IFQA ``test.py`` preprocessing of decoded uint8 RGB images: (N,3,H,W) uint8 -> (N,3,S,S) float32.
+
+    * ``"bilinear"`` (IFQA): cv2 INTER_LINEAR resize of the uint8 image (:func:`resize_uint8_like_cv2`),
+      then albumentations ``Normalize(0.5, 0.5)`` in float32: ``(v - 127.5) * float32(1 / 127.5)``.
+    * ``"bicubic"`` (IFQA++): normalise first, then cv2 INTER_CUBIC on floats; computed in float64,
+      which agrees with cv2's float resize to ~3e-7 (torch's float32 bicubic is ~1e-4 off it).
+
+    Output in [-1,1]: feed it to the network, or to a metric with ``input_range=(-1, 1)``. Not
+    differentiable; the losses use :func:`resize`. Decode files with
+    :func:`ifqa_loss.imageio.read_image_official`.
+
+    Example:
+        >>> official_network_input(torch.full((1, 3, 300, 200), 255, dtype=torch.uint8), 256).unique().tolist()
+        [1.0]
+    """
+    if image.dtype != torch.uint8 or image.ndim != 4 or image.shape[1] != 3:
+        raise TypeError(f"official_network_input takes (N,3,H,W) uint8 images, got {image.dtype} {tuple(image.shape)}")
+    if mode == "bilinear":
+        return _albumentations_normalize(resize_uint8_like_cv2(image, size))
+    if mode == "bicubic":
+        x = _albumentations_normalize(image)
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x.double(), size=(size, size), mode="bicubic", align_corners=False).float()
+        return x
+    raise ValueError(f"the official preprocessing exists for 'bilinear' (IFQA) and 'bicubic' (IFQA++), got {mode!r}")
+
+
+def _albumentations_normalize(image: torch.Tensor) -> torch.Tensor:
+    """albumentations 1.x ``Normalize(mean=0.5, std=0.5)`` of uint8: float32 ``(v - 127.5) * float32(1/127.5)``."""
+    x = image.float() - 127.5
+    return x * torch.tensor(1 / 127.5, dtype=torch.float32, device=x.device)
