@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -49,6 +49,43 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
     array = np.asarray(rgb, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def read_image_official(path: str | os.PathLike) -> torch.Tensor:
+    """Decode a file as the official IFQA ``test.py`` does (``cv2.imread`` + BGR->RGB): (3,H,W) uint8 RGB.
+
+    ``cv2.imread(path)`` (IMREAD_COLOR) applies the EXIF orientation (JPEG and PNG), keeps the high
+    byte of 16-bit samples (``v >> 8``, libpng's strip_16, not ``round(v/257)``), repeats grey into
+    three channels, drops alpha without compositing, and expands palettes. This does the same with
+    Pillow (``tests/test_imageio.py`` compares it with cv2 for each case). 32-bit integer and float
+    images are refused.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> path = tempfile.mkdtemp() + "/grey16.png"
+        >>> Image.fromarray(np.full((2, 3), 0x1234, dtype=np.uint16)).save(path)
+        >>> read_image_official(path)[:, 0, 0].tolist()
+        [18, 18, 18]
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in _SIXTEEN_BIT_MODES:
+                grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+                array = np.repeat(grey[..., None], 3, axis=-1)
+            elif img.mode in ("I", "F"):
+                raise ImageReadError(f"{path}: {img.mode} (32-bit) images are not supported; save as 8- or 16-bit")
+            else:
+                array = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageReadError):
+            raise
+        raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
+    return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).contiguous()  # np.array: a writable copy
 
 
 def colorize(quality_map: torch.Tensor, colormap: str = "viridis") -> np.ndarray:

@@ -31,9 +31,12 @@ REGION_GROUPS: dict[str, tuple[str, ...]] = {
     "brows": ("left_brow", "right_brow"),
 }
 
-# facexlib / GFP-GAN 5-point template for 512x512 FFHQ-aligned faces: eye, eye, nose tip, mouth corners.
+# The 5-point template of FFHQ-aligned 512x512 faces (eye, eye, nose tip, mouth corners), as published in
+# facexlib 0.3.0, facexlib/utils/face_restoration_helper.py, FaceRestoreHelper.face_template ("standard 5
+# landmarks for FFHQ faces with 512 x 512"), which GFP-GAN, CodeFormer and GPEN's facexlib path align to.
+# facexlib scales it to other sizes by multiplying (template * size / 512): see template_points().
 FFHQ_TEMPLATE_512 = torch.tensor(
-    [[192.98138, 239.94708], [318.90277, 240.19366], [256.63416, 314.01935], [201.26117, 371.41043],
+    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043],
      [313.08905, 371.15118]]
 )
 TEMPLATE_SIZE = 512
@@ -64,6 +67,16 @@ _PARSING_TO_REGION = {
 def _scale_points(points: torch.Tensor, source_size: float, size: int) -> torch.Tensor:
     """Pixel coordinates at ``source_size`` -> at ``size`` (pixel-centre convention, as align_corners=False)."""
     return (points + 0.5) * (size / source_size) - 0.5
+
+
+def template_points(size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The FFHQ 5-point template for ``size`` x ``size`` faces, (5,2) x,y: facexlib's ``template * size / 512``.
+
+    Example:
+        >>> template_points(256)[0].tolist()
+        [96.49069213867188, 119.97354125976562]
+    """
+    return FFHQ_TEMPLATE_512.to(device) * (size / TEMPLATE_SIZE)
 
 
 def _grid(size: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,8 +208,7 @@ def template_regions(
     size: int, batch: int = 1, device: torch.device | str | None = None, feather_amount: float = DEFAULT_FEATHER
 ) -> dict[str, torch.Tensor]:
     """Masks for FFHQ-aligned faces (GFP-GAN/CodeFormer/GPEN inputs) from the 5-point template, (batch,1,size,size)."""
-    landmarks = FFHQ_TEMPLATE_512.to(device)[None]
-    masks = regions_from_landmarks(landmarks, size, TEMPLATE_SIZE, feather_amount)
+    masks = regions_from_landmarks(template_points(size, device)[None], size, size, feather_amount)
     return {k: v.expand(batch, -1, -1, -1) for k, v in masks.items()}
 
 
@@ -222,7 +234,7 @@ def regions_from_boxes(
     yy, xx = _grid(size, boxes.device, boxes.dtype)
     x1, y1, x2, y2 = (boxes[..., i, None, None] for i in range(4))
     box_masks = ((xx >= x1) & (xx <= x2) & (yy >= y1) & (yy <= y2)).float()
-    points = _scale_points(FFHQ_TEMPLATE_512.to(boxes.device)[None].expand(n, -1, -1), TEMPLATE_SIZE, size)
+    points = template_points(size, boxes.device)[None].expand(n, -1, -1)
     hard = ellipse_masks(*_five_point_ellipses(points), size)
     features = torch.cat([box_masks[:, :2], hard[:, 2:5], box_masks[:, 2:]], dim=1)
     return _compose(features, hard[:, 6:], size, feather_amount)

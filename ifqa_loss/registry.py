@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .nets.gfiqa import GFIQA, ResNet50MOS
+from .nets.gfiqa import ResNet50MOS, build_gfiqa
 from .nets.ifqa_unet import IFQADiscriminator
 from .nets.ifqa_vit import IFQAViT
 
@@ -73,7 +73,7 @@ METRICS: dict[str, MetricSpec] = {
     # No public weights exist: checkpoints come from `ifqa-loss train-gfiqa` and carry their config.
     "gfiqa": MetricSpec(
         name="gfiqa",
-        build=GFIQA,
+        build=build_gfiqa,
         input_size=512,
         resize_mode="bilinear",
         official_filename="gfiqa.pth",

@@ -40,12 +40,23 @@ def ifqa_vit_state_dict() -> dict[str, torch.Tensor]:
     return reference_state_dict("ifqa_vit_keys.json")
 
 
+def _reference_net(build, state_dict):
+    """A published-size network with the reference weights (built on meta, no double allocation)."""
+    with torch.device("meta"):
+        net = build()
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    return net.eval()
+
+
 @pytest.fixture(scope="session")
 def ifqa_vit_net(ifqa_vit_state_dict):
-    """Published-size IFQA++ network with the reference weights (built on meta, no double allocation)."""
     from ifqa_loss.nets.ifqa_vit import IFQAViT
 
-    with torch.device("meta"):
-        net = IFQAViT()
-    net.load_state_dict(ifqa_vit_state_dict, strict=True, assign=True)
-    return net.eval()
+    return _reference_net(IFQAViT, ifqa_vit_state_dict)
+
+
+@pytest.fixture(scope="session")
+def ifqa_net(ifqa_state_dict):
+    from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
+
+    return _reference_net(IFQADiscriminator, ifqa_state_dict)

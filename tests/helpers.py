@@ -13,8 +13,8 @@ def tiny_ifqa_metric(seed: int = 0) -> QualityMetric:
 
 
 TINY_GFIQA = {
-    "image_size": 32, "num_injected": 4, "channel_multiplier": 1, "num_style_feat": 16, "num_mlp": 2,
-    "encoder_width": 0.125, "code_groups": (2, 2, 2, 2), "num_quality_blocks": 1, "mlp_hidden": (16,),
+    "image_size": 32, "num_injected": 4, "prior": "cmul1", "num_style_feat": 16, "num_mlp": 2,
+    "encoder_width": 0.125, "code_groups": (2, 2, 2, 2), "num_quality_blocks": 1, "mlp_hidden": (16, 8),
     "generator_narrow": 0.0625,
     # At 32 px ResNet stage 4 is 1x1: instance norm would zero f_E, so the tiny model normalises over the batch.
     "spade_norm": "batch",

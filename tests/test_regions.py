@@ -105,3 +105,18 @@ def test_weight_map_is_region_weighted_sum():
     w = regions.region_weight_map(masks, {"mouth": 3.0, "background": 0.0})
     expected = sum(masks.values()) - masks["background"] + 2.0 * masks["mouth"]
     torch.testing.assert_close(w, expected)
+
+
+def test_template_is_facexlibs_published_one_scaled_as_facexlib_does():
+    import ast
+    import inspect
+    import textwrap
+
+    helper = pytest.importorskip("facexlib.utils.face_restoration_helper")
+    tree = ast.parse(textwrap.dedent(inspect.getsource(helper.FaceRestoreHelper.__init__)))
+    arrays = [ast.literal_eval(node.args[0]) for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "array"]
+    five_point = torch.tensor(next(a for a in arrays if len(a) == 5), dtype=torch.float32)
+    assert torch.equal(regions.FFHQ_TEMPLATE_512, five_point)
+    for size in (256, 512, 1024):  # FaceRestoreHelper(face_size=size): template * (size / 512.0)
+        assert torch.equal(regions.template_points(size), five_point * (size / 512.0))

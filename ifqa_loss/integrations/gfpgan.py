@@ -27,6 +27,7 @@ from gfpgan.models.gfpgan_model import GFPGANModel  # noqa: E402
 
 from ..regions import regions_from_boxes  # noqa: E402
 from . import basicsr as _registers_losses  # noqa: E402,F401  (IFQALoss/GFIQALoss in LOSS_REGISTRY)
+from . import compat  # noqa: E402
 
 
 class _PixelLossWithIFQA:
@@ -84,6 +85,25 @@ class GFPGANIFQAModel(GFPGANModel):
             self.log_dict["l_g_ifqa"] = value
             if self._has_pixel_loss and "l_g_pix" in self.log_dict:
                 self.log_dict["l_g_pix"] -= value  # l_g_pix carried the IFQA term into l_g_total; log it apart
+
+
+def prepare_environment() -> list[str]:
+    """Apply the guarded environment fixes GFP-GAN training needs here; returns the names applied.
+
+    int JPEG quality where OpenCV refuses floats (basicsr issue #578); pure-PyTorch StyleGAN2 ops
+    where basicsr's compiled ``fused_act``/``upfirdn2d`` are absent (GFP-GAN's
+    ``StyleGAN2Discriminator``). Run it after GFP-GAN's archs are imported (``import gfpgan``),
+    before building the model. Numpy values in the component file need :func:`compat.numpy_safe_globals`
+    around dataset construction, and CPU resume :func:`compat.load_resume_state`; the launcher does both.
+
+    Example:
+        >>> isinstance(prepare_environment(), list)
+        True
+    """
+    import gfpgan.archs  # noqa: F401  (their modules import the ops by name: fix them too)
+
+    fixes = ["int_jpeg_quality"] if compat.fix_jpeg_quality() else []
+    return fixes + [f"native_{name}" for name in compat.install_native_ops()]
 
 
 def register(registry=MODEL_REGISTRY) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..metric import QualityMetric, load_metric
-from ..preprocess import check_image_batch
+from ..preprocess import LOSS_CLAMP_HINT, check_image_batch
 from ..weights import resolve_metric
 from . import functional as QF
 
@@ -80,16 +80,17 @@ class FrozenMetricLoss(nn.Module):
         return super()._apply(fn, recurse)
 
     def metric_options(self, pred: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """``pred`` made ready for the metric (clamped when ``out_of_range="clamp"``) and the options to pass."""
+        """``pred`` made ready for the metric (clamped when ``out_of_range="clamp"``) and the options to pass.
+
+        The values are checked here, once, with the loss's own advice (an overshoot is offered
+        ``out_of_range="clamp"``); the metric then skips its value check.
+        """
+        check_image_batch(pred, self.input_range, name="pred", device=next(self.metric.net.parameters()).device,
+                          check_values=self.check_values, overshoot_hint=LOSS_CLAMP_HINT,
+                          out_of_range=self.out_of_range)
         if self.out_of_range == "clamp":
-            low, high = self.input_range
-            # Only a range flag that is wildly off still raises; the metric then needs no second value check.
-            check_image_batch(pred, self.input_range, name="pred", tolerance=high - low,
-                              check_values=self.check_values)
-            return pred.clamp(low, high), {"input_range": self.input_range, "antialias": self.antialias,
-                                           "check_values": False}
-        return pred, {"input_range": self.input_range, "antialias": self.antialias,
-                      "check_values": self.check_values}
+            pred = pred.clamp(*self.input_range)
+        return pred, {"input_range": self.input_range, "antialias": self.antialias, "check_values": False}
 
 
 _METRIC_PREFIX = "metric."

@@ -1,25 +1,15 @@
 """GFIQA: blind face IQA with a StyleGAN2 generative prior as "latent reference" (GFIQA-20k paper, Sec. IV).
 
     x ──ResNet50──> stage features c1..c4 ──map2style heads──> 16 codes Δw
-         │                                          w = w̄ + Δw for the first K codes, w̄ for the rest
-         │                                          StyleGAN2 (frozen prior) ──> f_G(K): last-scale features
-         │                                          5 x map2quality (CBAM + stride-2 conv) ──> 16x16
-         └─ c4 (2048x16x16) ─1x1 conv─> f_E ──SPADE(f_G)──> f_mod
-                                   concat(f_mod, f_G) ─GAP─ MLP ─> MOS
+         │                                          w = w̄ + Δw for the first K=12 codes, w̄ for the rest
+         │                                          StyleGAN2 prior (frozen) ──> f_G(K): 32x512x512 (cmul1)
+         │                                          5 x map2quality (CBAM + stride-2 conv) ──> 1024x16x16
+         └─ c4 (2048x16x16) ─1x1 conv─> f_E (1024x16x16) ──SPADE(f_G)──> f_mod
+                            concat(f_E, f_mod) 2048x16x16 ─GAP─ FC 1024 ─ FC 512 ─ FC 1 ─> MOS
 
-Choices where the paper leaves room (all constructor arguments):
-    * code groups: the 16 codes come from the four ResNet stages, coarse codes from deep
-      stages (``code_groups=(4, 4, 4, 4)`` = stage 4 -> codes 0-3, ..., stage 1 -> 12-15),
-      with a pSp-style top-down pathway (each stage gets the upsampled deeper map added).
-    * widths: map2quality doubles channels from the generator's last width (64 at 512 with
-      channel_multiplier 2) to ``64 * 2**5 = 2048``, matching f_E; with channel_multiplier 1
-      they end at 1024 and f_E is projected to 1024.
-    * SPADE normalisation: parameter-free InstanceNorm (``spade_norm="instance"``, batch-size
-      independent) or BatchNorm; γ and β are single 3x3 convs of f_G; f_mod = γ·norm(f_E) + β.
-    * head: MLP over the pooled concat with hidden widths ``(2048, 1024, 512)``, LeakyReLU(0.2),
-      sigmoid output (MOS lies in [0,1]).
-    * encoder input: [-1,1] RGB, converted to ImageNet statistics inside so torchvision's
-      ResNet50 ImageNet weights apply unchanged.
+Layout of the paper's Table I (read with its rows re-aligned) with ``prior="cmul1"``, the
+default. Where the paper is silent the choice is an argument; every such choice, what the
+paper says and why we chose it is in ONE table: docs/gfiqa.md.
 """
 from __future__ import annotations
 
@@ -29,6 +19,17 @@ import torchvision
 from torch import nn
 
 from .stylegan2 import StyleGAN2Generator
+from .stylegan2_original import StyleGAN2GeneratorOriginal
+
+# prior name -> (generator class, channel multiplier): the checkpoint each one loads.
+PRIORS = {
+    # GFP-GAN's StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth (params_ema): the paper's widths (Table I).
+    "cmul1": (StyleGAN2GeneratorOriginal, 1),
+    # stylegan_decoder.* of GFPGANv1.3/1.4.pth: a deviation (f_G is 64 wide, the head 2x wider), for users
+    # who have only those files.
+    "clean": (StyleGAN2Generator, 2),
+}
+FUSIONS = ("e_mod", "e_g")  # paper: concat(f_E, f_mod); Table V's "w/o mod" ablation: concat(f_E, f_G(K))
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -135,32 +136,50 @@ class SPADE(nn.Module):
         self.beta = nn.Conv2d(channels, channels, 3, 1, 1)
 
     def forward(self, f_e: torch.Tensor, f_g: torch.Tensor) -> torch.Tensor:
+        """f_E (N,C,h,w), f_G (N,C,h,w) -> f_mod (N,C,h,w)."""
         return self.gamma(f_g) * self.norm(f_e) + self.beta(f_g)
 
 
 class GFIQA(nn.Module):
     """GFIQA quality regressor. ``forward``: (N,3,S,S) in [-1,1] -> (N,) predicted MOS in [0,1].
 
-    Args:
+    Args (keyword-only; the defaults are the paper's model, docs/gfiqa.md says why each):
         image_size: input side S; also the prior's output size (512 in the paper).
-        num_injected: K, the codes that drive the prior (the rest stay at w̄).
-        channel_multiplier, num_style_feat, num_mlp: the StyleGAN2 prior (GFP-GAN's: 2, 512, 8).
+        num_injected: K, the codes that drive the prior (the rest stay at w̄); 12 in the paper.
+        prior: ``"cmul1"`` (GFP-GAN's original-layout StyleGAN2, channel multiplier 1: the paper's
+            widths) or ``"clean"`` (GFPGANv1.3/1.4's decoder, channel multiplier 2).
+        num_style_feat, num_mlp, generator_narrow: the prior's style width, MLP depth, width scale.
         encoder_width: scales the ResNet50 widths (1.0 = torchvision's, needed for ImageNet weights).
         code_groups: how many codes each ResNet stage (deepest first) produces; sums to the prior's num_latent.
         num_quality_blocks: map2quality blocks (5 brings 512 to 16).
-        mlp_hidden: hidden widths of the MOS head. spade_norm: "instance" or "batch".
+        mlp_hidden: hidden widths of the head (two: 3 FC layers with the output layer).
+        spade_norm: ``"batch"`` (Eq. 5's per-channel μ_E^c, σ_E^c) or ``"instance"``.
+        fusion: ``"e_mod"`` (paper: concat f_E, f_mod) or ``"e_g"`` (Table V's "w/o mod": f_E, f_G(K)).
+
+    Example:
+        >>> net = GFIQA(image_size=32, num_injected=4, num_style_feat=16, num_mlp=1, encoder_width=0.0625,
+        ...             code_groups=(2, 2, 2, 2), num_quality_blocks=1, mlp_hidden=(8, 8), generator_narrow=0.0625)
+        >>> net.eval()(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2])
     """
 
-    def __init__(self, image_size: int = 512, num_injected: int = 12, channel_multiplier: int = 2,
+    def __init__(self, *, image_size: int = 512, num_injected: int = 12, prior: str = "cmul1",
                  num_style_feat: int = 512, num_mlp: int = 8, encoder_width: float = 1.0,
                  code_groups: tuple[int, ...] = (4, 4, 4, 4), num_quality_blocks: int = 5,
-                 mlp_hidden: tuple[int, ...] = (2048, 1024, 512), spade_norm: str = "instance",
-                 generator_narrow: float = 1.0):
+                 mlp_hidden: tuple[int, ...] = (1024, 512), spade_norm: str = "batch",
+                 generator_narrow: float = 1.0, fusion: str = "e_mod"):
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {sorted(PRIORS)}, got {prior!r}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.input_size = image_size
+        self.fusion = fusion
         self.encoder = ResNetEncoder(encoder_width)
-        self.generator = StyleGAN2Generator(image_size, num_style_feat, num_mlp, channel_multiplier, generator_narrow)
+        generator_cls, channel_multiplier = PRIORS[prior]
+        self.generator = generator_cls(image_size, num_style_feat, num_mlp, channel_multiplier=channel_multiplier,
+                                       narrow=generator_narrow)
         self.generator.requires_grad_(False)  # the pretrained prior stays fixed
         if sum(code_groups) != self.generator.num_latent:
             raise ValueError(f"code_groups {code_groups} must sum to the prior's {self.generator.num_latent} codes")
@@ -182,7 +201,7 @@ class GFIQA(nn.Module):
             blocks.append(Map2Quality(width))
             width *= 2
         self.map2quality = nn.Sequential(*blocks)
-        self.encoder_proj = nn.Conv2d(stage_channels[-1], width, 1)
+        self.encoder_proj = nn.Conv2d(stage_channels[-1], width, 1)  # f_E: the 1x1 convolution of Sec. IV-B
         self.spade = SPADE(width, spade_norm)
         head: list[nn.Module] = []
         in_width = 2 * width
@@ -235,11 +254,13 @@ class GFIQA(nn.Module):
         return image
 
     def predict(self, x: torch.Tensor, codes: torch.Tensor, f_e: torch.Tensor) -> torch.Tensor:
+        """(N,) MOS from the codes and the deepest encoder stage (x is unused; kept for the training objective)."""
         f_g = self.map2quality(self.prior_features(codes))
         f_e = self.encoder_proj(f_e)
-        if f_e.shape[-2:] != f_g.shape[-2:]:
+        if f_e.shape[-2:] != f_g.shape[-2:]:  # only when image_size is not the paper's 512
             f_e = F.interpolate(f_e, size=f_g.shape[-2:], mode="bilinear", align_corners=False)
-        fused = torch.cat([self.spade(f_e, f_g), f_g], dim=1).mean(dim=(2, 3))
+        other = self.spade(f_e, f_g) if self.fusion == "e_mod" else f_g
+        fused = torch.cat([f_e, other], dim=1).mean(dim=(2, 3))
         return torch.sigmoid(self.head(fused)).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,3 +287,25 @@ class ResNet50MOS(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.head(self.encoder(x)[-1].mean(dim=(2, 3)))).squeeze(1)
+
+
+LEGACY_GFIQA_MESSAGE = (
+    "this GFIQA checkpoint was trained with ifqa-loss's earlier, pre-paper variant (concat(f_mod, f_G), "
+    "4 FC layers, GFPGANv1.3/1.4 prior with no 'prior' in its config); that variant is not in the paper and "
+    "was removed. Retrain with  ifqa-loss train-gfiqa  (the paper's layout, docs/gfiqa.md)."
+)
+
+
+def build_gfiqa(**config) -> GFIQA:
+    """GFIQA from a checkpoint's stored config; refuses configs of the removed pre-paper variant.
+
+    Example:
+        >>> try:
+        ...     build_gfiqa(image_size=512, channel_multiplier=2)  # a config saved by the removed variant
+        ... except ValueError as exc:
+        ...     print(str(exc)[:52])
+        this GFIQA checkpoint was trained with ifqa-loss's e
+    """
+    if "prior" not in config and "channel_multiplier" in config:
+        raise ValueError(LEGACY_GFIQA_MESSAGE)
+    return GFIQA(**config)

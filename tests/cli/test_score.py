@@ -25,8 +25,9 @@ def test_json_scores_match_the_official_pipeline(faces, ifqa_checkpoint, expecte
     out = json.loads(capsys.readouterr().out)
     assert code == EXIT_OK
     assert [r["path"] for r in out] == [str(faces / "a.png"), str(faces / "sub" / "b.png")]
-    assert abs(out[0]["score"] - expected["ifqa_cnn_face_score"]) <= 1e-4
-    assert abs(out[1]["score"] - expected["ifqa_cnn_face512_score"]) <= 1e-4
+    # the default --preprocess official equals the official script's scores (printed to 6 decimals)
+    assert abs(out[0]["score"] - expected["ifqa_cnn_face_score"]) <= 1e-6
+    assert abs(out[1]["score"] - expected["ifqa_cnn_face512_score"]) <= 1e-6
 
 
 def test_unreadable_file_is_reported_skipped_and_the_batch_goes_on(faces, ifqa_checkpoint, capsys):
@@ -64,6 +65,28 @@ def test_weights_import_then_list_then_score_without_checkpoint_flag(faces, ifqa
     scored = subprocess.run(score_args, capture_output=True, text=True)
     assert scored.returncode == 0, scored.stderr
     assert len(json.loads(scored.stdout)) == 1
+
+
+def test_default_preprocessing_is_the_official_one_with_exif_and_uint8_resize(tmp_path, ifqa_checkpoint, capsys):
+    """A rotated JPEG (EXIF orientation 6) at a size that needs resizing: the default path equals the official
+    script's input (cv2.imread applies EXIF; uint8 cv2 resize), computed here with OpenCV."""
+    import numpy as np
+    import torch
+
+    cv2 = pytest.importorskip("cv2")
+    from ifqa_loss.metric import load_metric
+
+    face = Image.open(SAMPLES / "face512.png").convert("RGB").resize((300, 400))
+    exif = face.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    face.save(path, exif=exif, quality=95)
+    official = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (256, 256))
+    x = torch.from_numpy((official.astype(np.float32) - np.float32(127.5)) * np.float32(1 / 127.5))
+    with torch.no_grad():
+        want = load_metric("ifqa", checkpoint=ifqa_checkpoint).net(x.permute(2, 0, 1)[None]).mean().item()
+    assert main(["score", str(path), "--checkpoint", str(ifqa_checkpoint), "--format", "json", "--quiet"]) == EXIT_OK
+    assert abs(json.loads(capsys.readouterr().out)[0]["score"] - want) <= 1e-6
 
 
 def test_non_square_images_are_scored_with_a_note_about_stretching(tmp_path, capsys):

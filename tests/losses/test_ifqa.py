@@ -155,7 +155,7 @@ def test_works_inside_distributed_data_parallel(metric, tmp_path):
     [
         (lambda: torch.zeros(3, 64, 64), "add a batch dimension"),
         (lambda: torch.zeros(1, 1, 64, 64), r"\(N,3,H,W\)"),
-        (lambda: torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "x.float\\(\\) / 255"),
+        (lambda: torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "x.float\\(\\) / 127.5 - 1"),
         (lambda: torch.full((1, 3, 64, 64), float("nan")), "NaN or Inf"),
         (lambda: torch.full((1, 3, 64, 64), 200.0), "input_range"),
         (lambda: torch.zeros(0, 3, 64, 64), "empty batch"),

