@@ -53,7 +53,8 @@ def load_lpips(config: LPIPSConfig | None = None, *, device: str | torch.device 
         warnings.warn(f"LPIPS-{config.net} runs on a RANDOM backbone ({backbone} absent): its numbers mean nothing",
                       UserWarning, stacklevel=2)
     # lpips prints (keep stdout for results); a random backbone is drawn from a fixed seed, not the global RNG.
-    with contextlib.redirect_stdout(sys.stderr), torch.random.fork_rng(devices=[]):
+    with contextlib.redirect_stdout(sys.stderr), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)  # lpips' old API
         torch.manual_seed(0)
         model = lpips.LPIPS(net=config.net, pretrained=True, pnet_rand=not have, verbose=False)
     model.random_backbone = not have
@@ -121,7 +122,12 @@ class Evaluator:
     @property
     def notes(self) -> dict[str, str]:
         """Which numbers come from random weights (they must be labelled wherever they are shown)."""
-        notes = {name: "RANDOM WEIGHTS" for name, m in self.metrics.items() if m.random_weights}
+        notes = {}
+        for name, metric in self.metrics.items():
+            if metric.random_weights:
+                notes[name] = "RANDOM WEIGHTS"
+                if self.regions and name == "ifqa":
+                    notes.update({f"{name}_{group}": "RANDOM WEIGHTS" for group in REGION_GROUPS})
         if self.lpips.random_backbone:
             notes["lpips"] = "RANDOM BACKBONE"
         return notes

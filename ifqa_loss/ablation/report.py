@@ -112,6 +112,9 @@ def markdown_table(summary: dict) -> str:
     test = {"wilcoxon": "Wilcoxon signed-rank", "ttest": "paired t-test"}[summary["test"]]
     lines += ["", f"Mean ± std over {len(summary['seeds'])} seed(s), {summary['images']} held-out images; "
               f"* p < 0.05 ({test} over images against the weight-0 baseline)."]
+    if summary["test"] == "wilcoxon" and summary["images"] and 2.0 ** (1 - summary["images"]) >= 0.05:
+        lines.append(f"With {summary['images']} images the smallest possible two-sided Wilcoxon p is "
+                     f"{2.0 ** (1 - summary['images']):.3g}: hold out more images for a test that can reject.")
     for m, note in summary["notes"].items():
         lines.append(f"**{m}: {note}** — these numbers test the wiring only and mean nothing.")
     return "\n".join(lines) + "\n"

@@ -36,7 +36,15 @@ PACKAGES = ("ifqa-loss", "torch", "torchvision", "kornia", "lpips", "numpy", "sc
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_atomic(Path(d) / "done.json", "{}")
+        ...     sorted(p.name for p in Path(d).iterdir())
+        ['done.json']
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)

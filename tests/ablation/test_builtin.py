@@ -38,7 +38,8 @@ def test_sweep_writes_every_artefact(sweep):
     assert [r["setting"] for r in results["rows"]] == ["baseline", "ifqa-w0.5-constant"]
     for name in ("psnr", "ssim", "lpips", "ifqa", "ifqa_eyes", "ifqa_nose", "ifqa_mouth", "ifqa_skin"):
         assert name in results["metrics"]
-    assert results["notes"] == {"ifqa": "RANDOM WEIGHTS", "lpips": "RANDOM BACKBONE"}
+    assert results["notes"]["ifqa"] == results["notes"]["ifqa_eyes"] == "RANDOM WEIGHTS"
+    assert results["notes"]["lpips"] == "RANDOM BACKBONE"
     table = (out / "results.md").read_text()
     assert "RANDOM WEIGHTS" in table and "ifqa-w0.5-constant" in table
     env = json.loads((out / "environment.json").read_text())
