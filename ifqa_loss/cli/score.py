@@ -55,6 +55,11 @@ def score_images(args: argparse.Namespace) -> int:
     progress.close()
 
     write_results(scorer.results, args.format)
+    if scorer.non_square:
+        size = metric.input_size
+        print(f"note: {scorer.non_square} non-square image(s) were stretched to {size}x{size} (aspect ratio not kept, "
+              "as the official test.py does); score aligned, square face crops for meaningful results",
+              file=sys.stderr)
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)
     if problems:
@@ -71,9 +76,11 @@ class _BatchScorer:
         self.results: list[dict] = []
         self._pending: list[tuple[Path, torch.Tensor, torch.Tensor]] = []
         self._used_stems: set[str] = set()
+        self.non_square = 0
 
     def add(self, path: Path, image: torch.Tensor, batch_size: int) -> int:
         """Queue one (3,H,W) [0,1] image; returns how many images were scored by this call."""
+        self.non_square += image.shape[-1] != image.shape[-2]
         with torch.inference_mode():  # resize per image (sizes differ), then batch at the native size
             prepared = self.metric.prepare(image[None].to(next(self.metric.parameters()).device))
         self._pending.append((path, image, prepared))
