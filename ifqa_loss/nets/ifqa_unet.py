@@ -74,18 +74,26 @@ class IFQADiscriminator(nn.Module):
         widths: encoder widths from the first to the bottleneck stage. The published
             model uses ``(64, 128, 256, 512, 1024)``; tests build narrower variants.
         num_bottleneck: residual blocks at the 8x8 bottleneck (published: 4).
+        input_size: the side the weights were trained at (published: 256; ``train-ifqa --size``
+            stores its own). Metrics resize images to it; the network itself takes any multiple of 32.
 
     ``forward``: (N,3,H,W) in [-1,1] -> (N,1,H,W) in [0,1]; ``logits`` gives the
     pre-sigmoid values (used by the non-saturating loss).
     """
 
-    input_size = 256
-
-    def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512, 1024), num_bottleneck: int = 4):
+    def __init__(
+        self, widths: tuple[int, ...] = (64, 128, 256, 512, 1024), num_bottleneck: int = 4, input_size: int = 256
+    ):
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"IFQADiscriminator needs 5 encoder widths, got {widths}")
-        self.config = {"widths": tuple(widths), "num_bottleneck": num_bottleneck}  # stored with trained weights
+        if input_size % 32:
+            raise ValueError(f"IFQADiscriminator input_size must be a multiple of 32, got {input_size}")
+        self.input_size = input_size
+        # Stored with trained weights (a non-default input_size only when trained at another size).
+        self.config = {"widths": tuple(widths), "num_bottleneck": num_bottleneck}
+        if input_size != 256:
+            self.config["input_size"] = input_size
         w1, w2, w3, w4, w5 = widths
         # Names follow the output resolution at a 256 input, as in the published checkpoint.
         self.encoder128 = DownResBlock(3, w1, downsample=True)

@@ -23,7 +23,12 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block: ``(N,C_in,H,W) -> (N,C_out,H,W)``."""
+    """Pre-activation residual block: ``(N,C_in,H,W) -> (N,C_out,H,W)``.
+
+    Example:
+        >>> ResBlock(4, 8)(torch.rand(1, 4, 8, 8)).shape
+        torch.Size([1, 8, 8, 8])
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -68,7 +73,8 @@ class RestorationUNet(nn.Module):
     ):
         super().__init__()
         if width < 1 or depth < 0 or blocks < 1:
-            raise ValueError(f"RestorationUNet needs width >= 1, depth >= 0, blocks >= 1; got {width}, {depth}, {blocks}")
+            raise ValueError(f"RestorationUNet needs width >= 1, depth >= 0, blocks >= 1;"
+                             f" got {width}, {depth}, {blocks}")
         if residual and in_channels != out_channels:
             raise ValueError("residual=True needs in_channels == out_channels")
         self.depth, self.residual = depth, residual
@@ -97,16 +103,17 @@ class RestorationUNet(nn.Module):
         factor = 2**self.depth
         if x.ndim != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(
-                f"RestorationUNet(depth={self.depth}) needs (N,C,H,W) with H, W divisible by {factor}, got {tuple(x.shape)}"
+                f"RestorationUNet(depth={self.depth}) needs (N,C,H,W) with H, W divisible by {factor}, "
+                f"got {tuple(x.shape)}"
             )
         h = self.stem(x)
         skips = []
-        for block, down in zip(self.down_blocks, self.downsamples):
+        for block, down in zip(self.down_blocks, self.downsamples, strict=True):
             h = block(h)
             skips.append(h)
             h = down(h)
         h = self.middle(h)
-        for up, block in zip(self.upsamples, self.up_blocks):
+        for up, block in zip(self.upsamples, self.up_blocks, strict=True):
             h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             h = block(torch.cat([h, skips.pop()], dim=1))
         out = self.head(h)

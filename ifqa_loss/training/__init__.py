@@ -1,1 +1,1 @@
-"""Data, degradations, objectives and loops that train networks (GFIQA now; IFQA and ablations next)."""
+"""Data, degradations, objectives and loops that train networks (GFIQA, IFQA)."""

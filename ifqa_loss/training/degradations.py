@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from kornia.enhance import (
     adjust_brightness,
     adjust_contrast,
@@ -46,6 +45,7 @@ from kornia.enhance import (
     jpeg_codec_differentiable,
 )
 from kornia.filters import filter2d, get_gaussian_kernel2d
+from PIL import Image
 from torch import nn
 
 __all__ = [
@@ -100,14 +100,14 @@ class DegradationConfig:
                 raise ValueError(f"DegradationConfig.{f.name} must lie in [0, 1], got {value}")
             if isinstance(value, (tuple, list)):
                 if len(value) != 2 or value[0] > value[1]:
-                    raise ValueError(f"DegradationConfig.{f.name} must be a (low, high) pair with low <= high, got {value}")
+                    raise ValueError(f"DegradationConfig.{f.name} must be a (low, high) pair, low <= high; got {value}")
                 object.__setattr__(self, f.name, tuple(float(v) for v in value))
         if self.jpeg_backend not in JPEG_BACKENDS:
-            raise ValueError(f"DegradationConfig.jpeg_backend must be one of {JPEG_BACKENDS}, got {self.jpeg_backend!r}")
+            raise ValueError(f"DegradationConfig.jpeg_backend must be in {JPEG_BACKENDS}; got {self.jpeg_backend!r}")
         if not 1 <= self.jpeg_range[0] <= self.jpeg_range[1] <= 100:
             raise ValueError(f"DegradationConfig.jpeg_range must lie in [1, 100], got {self.jpeg_range}")
         if self.downsample_range[0] < 1:
-            raise ValueError(f"DegradationConfig.downsample_range must be >= 1 (a down-sampling factor), got {self.downsample_range}")
+            raise ValueError(f"DegradationConfig.downsample_range must be >= 1 (a factor); got {self.downsample_range}")
         if self.blur_sigma[0] <= 0 or self.blur_kernel_size < 3 or self.blur_kernel_size % 2 == 0:
             raise ValueError("DegradationConfig needs blur_sigma > 0 and an odd blur_kernel_size >= 3")
 

@@ -1,10 +1,10 @@
 import dataclasses
 import io
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import numpy as np
 from PIL import Image
 
 from ifqa_loss.training.degradations import (
