@@ -54,7 +54,8 @@ def load_lpips(config: LPIPSConfig | None = None, *, device: str | torch.device 
                       UserWarning, stacklevel=2)
     # lpips prints (keep stdout for results); a random backbone is drawn from a fixed seed, not the global RNG.
     with contextlib.redirect_stdout(sys.stderr), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)  # lpips' old API
+        # lpips calls torchvision's deprecated pretrained= API: not the user's concern.
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
         torch.manual_seed(0)
         model = lpips.LPIPS(net=config.net, pretrained=True, pnet_rand=not have, verbose=False)
     model.random_backbone = not have

@@ -3,7 +3,8 @@
 Run folder layout::
 
     RUN_DIR/config.json, config.yaml     the resolved sweep (a resumed run or a shard must match it)
-    RUN_DIR/environment.json             package versions, git commits, device, command
+    RUN_DIR/environment.json             package versions, git commits, device, command (environments/: later
+                                         invocations, i.e. resumes and other shards)
     RUN_DIR/samples/{lq,gt}_NNN.png      the held-out faces shown in samples.png
     RUN_DIR/settings/<id>/               per setting: per_image.json, train_log.csv, samples/, done.json
     RUN_DIR/results.{csv,json,md}, plots/*.png, samples.png    (report.py)
@@ -103,7 +104,13 @@ def _prepare_run_dir(cfg: SweepConfig, run_dir: Path, device: torch.device) -> N
     else:
         write_atomic(stored, json.dumps(cfg.to_dict(), indent=2))
         write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_atomic(run_dir / "environment.json", json.dumps(environment(device), indent=2))
+    # The first invocation's environment is the run's; later ones (resumes, shards) are kept beside it.
+    env = json.dumps(environment(device), indent=2)
+    if not (run_dir / "environment.json").exists():
+        write_atomic(run_dir / "environment.json", env)
+    else:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")  # noqa: UP017
+        write_atomic(run_dir / "environments" / f"{stamp}-{os.getpid()}.json", env)
 
 
 def _resolve_device(requested: str) -> torch.device:
