@@ -92,17 +92,19 @@ def environment(device: torch.device) -> dict:
     return info
 
 
+def _check_run_dir(cfg: SweepConfig, run_dir: Path) -> None:
+    stored = run_dir / "config.json"
+    if stored.is_file() and json.loads(stored.read_text()) != cfg.to_dict():
+        raise SweepConfigError(f"{run_dir} holds a different sweep (its config.json differs from this one); "
+                               "resume with the same file, or choose a new --out")
+
+
 def _prepare_run_dir(cfg: SweepConfig, run_dir: Path, device: torch.device) -> None:
     import yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    stored = run_dir / "config.json"
-    if stored.is_file():
-        if json.loads(stored.read_text()) != cfg.to_dict():
-            raise SweepConfigError(f"{run_dir} holds a different sweep (its config.json differs from this one); "
-                                   "resume with the same file, or choose a new --out")
-    else:
-        write_atomic(stored, json.dumps(cfg.to_dict(), indent=2))
+    if not (run_dir / "config.json").is_file():
+        write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
         write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     # The first invocation's environment is the run's; later ones (resumes, shards) are kept beside it.
     env = json.dumps(environment(device), indent=2)
@@ -195,6 +197,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str | os.PathLike, *, shard: tuple[int,
     if cfg.mode == "external" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SweepConfigError("external mode runs your own command: start `ifqa-loss ablate` once, not under "
                                "torchrun (launch torchrun inside external.command if your trainer needs it)")
+    _check_run_dir(cfg, run_dir)  # on every rank, before any joins the process group
     ran, skipped = [], []
     with _distributed(device):
         rank = dist.get_rank() if dist.is_initialized() else 0
