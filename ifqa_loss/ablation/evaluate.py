@@ -16,7 +16,7 @@ import torch
 
 from .config import LPIPSConfig, SweepConfig
 
-__all__ = ["Evaluator", "load_lpips", "paired_test", "REGION_GROUPS", "LOWER_IS_BETTER"]
+__all__ = ["Evaluator", "load_lpips", "paired_test", "holm", "REGION_GROUPS", "LOWER_IS_BETTER"]
 
 # Region-wise IFQA: mean of the quality map inside each soft template mask.
 REGION_GROUPS = {"eyes": ("left_eye", "right_eye"), "nose": ("nose",), "mouth": ("mouth",), "skin": ("skin",)}
@@ -171,6 +171,21 @@ class Evaluator:
             else:
                 out[name] = metric.score(x)
         return {k: v.double().cpu().numpy() for k, v in out.items()}
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN): the family is every setting tested against the baseline.
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
+    """
+    valid = sorted((p, i) for i, p in enumerate(pvalues) if p == p)
+    adjusted, running = list(pvalues), 0.0
+    for rank, (p, i) in enumerate(valid):
+        running = max(running, min(1.0, (len(valid) - rank) * p))
+        adjusted[i] = round(running, 12)
+    return adjusted
 
 
 def paired_test(values: np.ndarray, baseline: np.ndarray, test: str = "wilcoxon") -> float:

@@ -3,7 +3,8 @@
 Per row (a setting without its seed): for each metric the mean over seeds of the per-seed mean
 over held-out images, the spread (sample standard deviation over seeds; 0 with one seed), the
 difference to the weight-0 baseline, and the p-value of a paired test over images (each image's
-value averaged over the seeds both rows share) against the baseline.
+value averaged over the seeds both rows share) against the baseline, raw and Holm-adjusted over
+the settings (the table's ``*`` uses the adjusted one).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import SweepConfigError, config_from_dict, plan_settings
-from .evaluate import LOWER_IS_BETTER, paired_test
+from .evaluate import LOWER_IS_BETTER, holm, paired_test
 
 __all__ = ["collect", "summarize", "write_report"]
 
@@ -78,6 +79,9 @@ def summarize(config: dict, records: list[dict], *, require_complete: bool = Tru
             row[f"{m}_delta"] = float(np.mean(ours - base))
             row[f"{m}_p"] = paired_test(ours, base, cfg.evaluation.test)
         rows.append(row)
+    for m in metrics:  # many settings, many tests: the table's stars use Holm-adjusted p-values
+        for row, p in zip(rows, holm([r[f"{m}_p"] for r in rows]), strict=True):
+            row[f"{m}_p_holm"] = p
     images = len(next(iter(by_id.values()))["images"]) if by_id else 0
     return {"name": cfg.name, "metrics": metrics, "notes": notes, "test": cfg.evaluation.test, "images": images,
             "seeds": cfg.seeds, "rows": rows, "missing": missing,
@@ -105,13 +109,14 @@ def markdown_table(summary: dict) -> str:
             text = f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}"
             if r[f"{m}_mean"] == best[m] and len(rows) > 1:
                 text = f"**{text}**"
-            if r[f"{m}_p"] == r[f"{m}_p"] and r[f"{m}_p"] < 0.05:
+            if r[f"{m}_p_holm"] == r[f"{m}_p_holm"] and r[f"{m}_p_holm"] < 0.05:
                 text += " *"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     test = {"wilcoxon": "Wilcoxon signed-rank", "ttest": "paired t-test"}[summary["test"]]
     lines += ["", f"Mean ± std over {len(summary['seeds'])} seed(s), {summary['images']} held-out images; "
-              f"* p < 0.05 ({test} over images against the weight-0 baseline)."]
+              f"* p < 0.05 ({test} over images against the weight-0 baseline, Holm-adjusted over the "
+              f"{sum(r['metric'] != '-' for r in rows)} settings)."]
     if summary["test"] == "wilcoxon" and summary["images"] and 2.0 ** (1 - summary["images"]) >= 0.05:
         lines.append(f"With {summary['images']} images the smallest possible two-sided Wilcoxon p is "
                      f"{2.0 ** (1 - summary['images']):.3g}: hold out more images for a test that can reject.")
@@ -236,7 +241,7 @@ def write_report(run_dir: str | os.PathLike, sources: list[str | os.PathLike] = 
     config, records = collect(folders)
     summary = summarize(config, records, require_complete=require_complete)
     columns = ["setting", "metric", "weight", "schedule", "seeds"] + [
-        f"{m}_{k}" for m in summary["metrics"] for k in ("mean", "std", "delta", "p")]
+        f"{m}_{k}" for m in summary["metrics"] for k in ("mean", "std", "delta", "p", "p_holm")]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

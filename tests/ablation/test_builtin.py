@@ -46,10 +46,15 @@ def test_sweep_writes_every_artefact(sweep):
     assert env["packages"]["torch"] and env["git"]["ifqa_loss"]["commit"]
 
 
-def test_the_quality_term_changes_training(sweep):
+def test_settings_share_init_and_batches_and_differ_only_in_the_loss(sweep):
+    import csv
+
     out, _ = sweep
-    logs = {s: (out / "settings" / s / "train_log.csv").read_text() for s in ("baseline-s0", "ifqa-w0.5-constant-s0")}
-    assert "weight/ifqa" in logs["ifqa-w0.5-constant-s0"] and "ifqa" not in logs["baseline-s0"]
+    logs = {s: list(csv.DictReader(open(out / "settings" / s / "train_log.csv")))
+            for s in ("baseline-s0", "ifqa-w0.5-constant-s0")}
+    assert "weight/ifqa" in logs["ifqa-w0.5-constant-s0"][0] and "ifqa" not in logs["baseline-s0"][0]
+    # Same initial weights, same first batch and degradations: the first L1 is identical.
+    assert logs["baseline-s0"][0]["l1"] == logs["ifqa-w0.5-constant-s0"][0]["l1"]
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert rows[0]["psnr_mean"] != rows[1]["psnr_mean"]
 
