@@ -50,7 +50,7 @@ def test_settings_share_init_and_batches_and_differ_only_in_the_loss(sweep):
     import csv
 
     out, _ = sweep
-    logs = {s: list(csv.DictReader(open(out / "settings" / s / "train_log.csv")))
+    logs = {s: list(csv.DictReader((out / "settings" / s / "train_log.csv").read_text().splitlines()))
             for s in ("baseline-s0", "ifqa-w0.5-constant-s0")}
     assert "weight/ifqa" in logs["ifqa-w0.5-constant-s0"][0] and "ifqa" not in logs["baseline-s0"][0]
     # Same initial weights, same first batch and degradations: the first L1 is identical.
