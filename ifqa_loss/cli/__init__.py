@@ -12,7 +12,7 @@ import sys
 from .common import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED
 
 # Command modules, in the order `ifqa-loss --help` lists them.
-COMMANDS = ("score", "weights", "bench", "gfiqa", "train_ifqa")
+COMMANDS = ("score", "weights", "bench", "gfiqa", "train_ifqa", "ablate")
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_SKIPPED", "build_parser", "main"]
 

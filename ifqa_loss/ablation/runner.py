@@ -1,0 +1,282 @@
+"""Run a sweep into one folder: every setting (or one shard of them), resumable, then the report.
+
+Run folder layout::
+
+    RUN_DIR/config.json, config.yaml     the resolved sweep (a resumed run or a shard must match it)
+    RUN_DIR/environment.json             package versions, git commits, device, command (environments/: later
+                                         invocations, i.e. resumes and other shards)
+    RUN_DIR/samples/{lq,gt}_NNN.png      the held-out faces shown in samples.png
+    RUN_DIR/settings/<id>/               per setting: per_image.json, train_log.csv, samples/, done.json
+    RUN_DIR/results.{csv,json,md}, plots/*.png, samples.png    (report.py)
+
+A setting counts as finished only when its ``done.json`` exists; it is written last, atomically
+(write to a temporary file, then ``os.replace``), so an interrupted sweep resumes with the next
+unfinished setting. Shards (``shard=(i, n)``) run disjoint settings into the same folder
+(or separate folders that ``ablate report`` merges).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import Setting, SweepConfig, SweepConfigError, plan_settings, shard_settings
+
+__all__ = ["run_sweep", "write_atomic", "is_done", "setting_dir", "environment"]
+
+PACKAGES = ("ifqa-loss", "torch", "torchvision", "kornia", "lpips", "numpy", "scipy", "matplotlib", "basicsr", "gfpgan")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_atomic(Path(d) / "done.json", "{}")
+        ...     sorted(p.name for p in Path(d).iterdir())
+        ['done.json']
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def setting_dir(run_dir: Path, setting: Setting) -> Path:
+    return Path(run_dir) / "settings" / setting.id
+
+
+def is_done(run_dir: Path, setting: Setting) -> bool:
+    return (setting_dir(run_dir, setting) / "done.json").is_file()
+
+
+def _git_commit(folder: Path) -> dict | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty), "folder": str(folder)}
+
+
+def environment(device: torch.device) -> dict:
+    """Versions, git commits (of ifqa-loss and of the working folder) and the device, for the run folder."""
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
+        "python": platform.python_version(), "platform": platform.platform(), "packages": versions,
+        "git": {"ifqa_loss": _git_commit(Path(__file__).resolve().parent), "cwd": _git_commit(Path.cwd())},
+        "device": str(device), "command": sys.argv,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _check_run_dir(cfg: SweepConfig, run_dir: Path) -> None:
+    stored = run_dir / "config.json"
+    if stored.is_file() and json.loads(stored.read_text()) != cfg.to_dict():
+        raise SweepConfigError(f"{run_dir} holds a different sweep (its config.json differs from this one); "
+                               "resume with the same file, or choose a new --out")
+
+
+def _prepare_run_dir(cfg: SweepConfig, run_dir: Path, device: torch.device) -> None:
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.json").is_file():
+        write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # The first invocation's environment is the run's; later ones (resumes, shards) are kept beside it.
+    env = json.dumps(environment(device), indent=2)
+    if not (run_dir / "environment.json").exists():
+        write_atomic(run_dir / "environment.json", env)
+    else:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")  # noqa: UP017
+        write_atomic(run_dir / "environments" / f"{stamp}-{os.getpid()}.json", env)
+
+
+def _resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(requested)
+
+
+@contextlib.contextmanager
+def _distributed(device: torch.device):
+    """Join the process group ``torchrun`` describes (WORLD_SIZE > 1); a no-op otherwise."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _save_samples(folder: Path, prefix: str, images: torch.Tensor) -> None:
+    for i, image in enumerate(images):
+        _save_png(image, folder / f"{prefix}_{i:03d}.png")
+
+
+def _finish_setting(run_dir: Path, setting: Setting, evaluator, restored: torch.Tensor, gt: torch.Tensor,
+                    names: list[str], samples: int, extra: dict) -> dict:
+    """Evaluate, write the setting's files, and mark it done (last, atomically)."""
+    from ..imageio import colorize
+
+    folder = setting_dir(run_dir, setting)
+    scores = {}
+    for r, g in zip(restored.split(8), gt.split(8), strict=True):
+        for k, v in evaluator(r, g).items():
+            scores.setdefault(k, []).extend(v.tolist())
+    shown = restored[:samples]
+    _save_samples(folder / "samples", "restored", shown)
+    maps = evaluator.quality_map(shown)
+    if maps is not None:
+        from PIL import Image
+
+        for i, q in enumerate(maps):
+            Image.fromarray(colorize(q)).save(folder / "samples" / f"map_{i:03d}.png")
+    record = {"setting": {"id": setting.id, "group": setting.group, "metric": setting.metric,
+                          "weight": setting.weight, "schedule": setting.schedule, "seed": setting.seed},
+              "images": names, "metrics": scores, "notes": evaluator.notes}
+    write_atomic(folder / "per_image.json", json.dumps(record))
+    summary = {k: sum(v) / len(v) for k, v in scores.items()}
+    write_atomic(folder / "done.json", json.dumps({**record["setting"], "mean": summary, **extra}, indent=2))
+    return summary
+
+
+def run_sweep(cfg: SweepConfig, run_dir: str | os.PathLike, *, shard: tuple[int, int] | None = None,
+              progress: bool = True, log=lambda msg: print(msg, file=sys.stderr)) -> dict:
+    """Run every unfinished setting of ``cfg`` (or of one shard) into ``run_dir``; report when all are done.
+
+    Returns ``{"ran": [ids], "skipped": [ids finished before], "report": path or None}``.
+    """
+    import torch.distributed as dist
+
+    from .evaluate import Evaluator
+
+    run_dir = Path(run_dir)
+    settings = plan_settings(cfg)
+    mine = shard_settings(settings, shard) if shard else settings
+    device = _resolve_device(cfg.train.device)
+    if cfg.mode == "external" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SweepConfigError("external mode runs your own command: start `ifqa-loss ablate` once, not under "
+                               "torchrun (launch torchrun inside external.command if your trainer needs it)")
+    _check_run_dir(cfg, run_dir)  # on every rank, before any joins the process group
+    ran, skipped = [], []
+    with _distributed(device):
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if rank == 0:
+            _prepare_run_dir(cfg, run_dir, device)
+        todo = [s for s in mine if not is_done(run_dir, s)]
+        skipped = [s.id for s in mine if s not in todo]
+        if skipped:
+            log(f"resuming: {len(skipped)} of {len(mine)} settings already done")
+        if todo:
+            evaluator = Evaluator(cfg, device=device)
+            if cfg.mode == "builtin":
+                ran = _run_builtin(cfg, run_dir, todo, evaluator, device, rank, progress)
+            else:
+                ran = _run_external(cfg, run_dir, todo, evaluator, progress)
+    report = None
+    if rank == 0 and all(is_done(run_dir, s) for s in settings):
+        from .report import write_report
+
+        report = str(write_report(run_dir))
+        log(f"report: {report}")
+    elif rank == 0:
+        left = sum(not is_done(run_dir, s) for s in settings)
+        log(f"{left} of {len(settings)} settings not finished yet (other shards?); once all are done: "
+            f"ifqa-loss ablate report {run_dir}")
+    return {"ran": ran, "skipped": skipped, "report": report}
+
+
+def _run_builtin(cfg, run_dir: Path, todo: list[Setting], evaluator, device, rank: int, progress: bool) -> list[str]:
+    import torch.distributed as dist
+    from tqdm.auto import tqdm
+
+    from .builtin import prepare_data, restore, train_setting
+
+    data = prepare_data(cfg)
+    n = min(cfg.evaluation.samples, len(data.val))
+    if rank == 0:
+        _save_samples(run_dir / "samples", "lq", data.val_lq[:n])
+        _save_samples(run_dir / "samples", "gt", data.val[:n])
+    ran = []
+    for setting in tqdm(todo, desc="sweep", unit="setting", disable=not progress or rank != 0):
+        start = time.perf_counter()
+        net, train_log = train_setting(cfg, setting, data, device=device, metrics=evaluator.metrics,
+                                       lpips=evaluator.lpips, progress=progress)
+        if rank == 0:
+            folder = setting_dir(run_dir, setting)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "train_log.csv", "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in train_log for k in row)))
+                writer.writeheader()
+                writer.writerows(train_log)
+            torch.save(net.state_dict(), folder / "restorer.pth")
+            restored = restore(net, data.val_lq, cfg.model, device=device, batch_size=cfg.evaluation.batch_size)
+            _finish_setting(run_dir, setting, evaluator, restored, data.val, data.val_names, n,
+                            {"train_seconds": time.perf_counter() - start, "steps": cfg.train.steps})
+        if dist.is_initialized():
+            dist.barrier()
+        ran.append(setting.id)
+    return ran
+
+
+def _run_external(cfg, run_dir: Path, todo: list[Setting], evaluator, progress: bool) -> list[str]:
+    from tqdm.auto import tqdm
+
+    from .external import load_folder, read_restored, run_command
+
+    gt, stems = load_folder(cfg.external.gt, "external.gt")
+    n = min(cfg.evaluation.samples, len(gt))
+    if cfg.external.lq:
+        lq, _ = load_folder(cfg.external.lq, "external.lq")
+        _save_samples(run_dir / "samples", "lq", lq[:n])
+    _save_samples(run_dir / "samples", "gt", gt[:n])
+    ran = []
+    for setting in tqdm(todo, desc="sweep", unit="setting", disable=not progress):
+        start = time.perf_counter()
+        out = setting_dir(run_dir, setting).resolve()
+        run_command(cfg, setting, out, run_dir.resolve())
+        restored = read_restored(cfg, setting, out, run_dir.resolve(), stems, tuple(gt.shape[-2:]))
+        _finish_setting(run_dir, setting, evaluator, restored, gt, stems, n,
+                        {"train_seconds": time.perf_counter() - start})
+        ran.append(setting.id)
+    return ran
