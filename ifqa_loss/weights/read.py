@@ -263,8 +263,9 @@ def _torch_load_safely(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
+        # torch words every refusal "Weights only load failed"; only a named global is code, the rest is garbage.
+        found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: (\S+)", text)
+        if found or "Unsupported class" in text:
             what = f" (it names {found.group(1)!r})" if found else ""
             raise CheckpointError(
                 f"{path} was refused: besides tensors it holds Python objects or code{what} that would run "
@@ -272,8 +273,9 @@ def _torch_load_safely(path: Path):
                 "load it otherwise unless you wrote it yourself; if you did, save just the weights from the "
                 "program that made it: torch.save(model.state_dict(), 'clean.pth')"
             ) from None
-        raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({_first_line(text)}); "
-                              f"{_CORRUPT_HINT}") from exc
+        detail = re.search(r"Unsupported operand \d+|[^\n]*$", text.split("\n\n")[1] if "\n\n" in text else text)
+        raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint "
+                              f"({detail.group(0).strip() if detail else 'unpickling failed'}); {_CORRUPT_HINT}") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
             AttributeError, TypeError) as exc:
         raise CheckpointError(
