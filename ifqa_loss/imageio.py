@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -95,9 +96,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
             with Image.open(path) as img:
                 return img.size
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path}: refused by the image decoder as a possible decompression bomb ({exc})") \
-            from None
+    except Image.DecompressionBombError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
 
@@ -114,13 +114,19 @@ def check_pixel_count(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIX
         >>> check_pixel_count(path, max_pixels=1000)
         Traceback (most recent call last):
         ...
-        ifqa_loss.imageio.ImageReadError: ...x.png: 40x30 = 1200 pixels, more than the limit of 1000 ...
+        ifqa_loss.imageio.ImageReadError: ...x.png: 1200 pixels (40x30), more than the limit of 1000 ...
     """
-    width, height = image_size(path)
+    fix = ("(a decompression bomb, or a photo far larger than a face crop): downscale it, or raise --max-pixels "
+           "if you trust the file")
+    try:
+        width, height = image_size(path)
+    except Image.DecompressionBombError as exc:  # PIL's own hard limit (twice Image.MAX_IMAGE_PIXELS)
+        found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
+        pixels, limit = (found.group(1), min(int(found.group(2)), max_pixels)) if found else ("too many", max_pixels)
+        raise ImageReadError(f"{path}: {pixels} pixels, more than the limit of {limit} {fix}") from None
     if width * height > max_pixels:
-        raise ImageReadError(f"{path}: {width}x{height} = {width * height} pixels, more than the limit of "
-                             f"{max_pixels} (a decompression bomb, or a photo far larger than a face crop): "
-                             "downscale it, or raise --max-pixels if you trust the file")
+        raise ImageReadError(f"{path}: {width * height} pixels ({width}x{height}), more than the limit of "
+                             f"{max_pixels} {fix}")
     return width, height
 
 
