@@ -174,6 +174,9 @@ def import_checkpoint(path: str | os.PathLike, metric: str | None = None, *, sha
     source_sha256 = sha256.strip().lower() if sha256 else sha256_file(source)
     if recorded is not None and recorded.lower() not in METRICS:
         recorded = None
+    if metric and recorded and get_spec(metric).name != recorded:
+        raise CheckpointError(f"{source} holds {recorded!r} weights, not {get_spec(metric).name!r}: pass "
+                              f"--metric {recorded} (or leave it out)")
     name = get_spec(metric).name if metric else recorded or identify(state_dict)
     if name is None:
         known = ", ".join(sorted(METRICS))
