@@ -120,6 +120,34 @@ def _cache_lock(root: Path):
                               f"{LOCK_TIMEOUT_S:.0f} s; wait for it to finish (or end it) and retry") from None
 
 
+@contextmanager
+def reading(path: str | os.PathLike):
+    """Hold the cache lock while a file of the cache is checked and read, so an import running at the same
+    time cannot swap the file between its digest check and its reading. Files outside the cache, and a
+    read-only cache (no lock file can be made there), are read without it."""
+    from filelock import FileLock, Timeout
+
+    root = cache_dir()
+    try:
+        in_cache = Path(path).resolve().parent == root.resolve()
+    except (OSError, RuntimeError):
+        in_cache = False
+    lock = FileLock(str(root / LOCK), timeout=LOCK_TIMEOUT_S) if in_cache else None
+    try:
+        if lock is not None:
+            lock.acquire()
+    except Timeout:
+        raise CheckpointError(f"another process has held the weights folder lock {root / LOCK} for "
+                              f"{LOCK_TIMEOUT_S:.0f} s; wait for it to finish (or end it) and retry") from None
+    except OSError:  # read-only cache: nobody can be importing into it
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def _remove_stale_temps(root: Path) -> None:
     """Temporaries of imports killed mid-write (only lock holders write, so any present now is stale)."""
     for stale in root.glob(f".*{_TEMP_SUFFIX}"):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..registry import METRICS, get_spec
-from .cache import find_checkpoint, recorded_sha256
+from .cache import find_checkpoint, reading, recorded_sha256
 from .read import CheckpointError, read_checkpoint, sha256_file
 from .verify import check_state_dict, meta_network
 
@@ -44,16 +44,17 @@ def load_network(
     """
     spec = get_spec(metric)
     path = Path(checkpoint).expanduser() if checkpoint is not None else find_checkpoint(spec.name)
-    recorded_digest = recorded_sha256(path) if sha256 is None else None
-    if recorded_digest is not None:
-        found = sha256_file(path)
-        if found != recorded_digest:
-            raise CheckpointError(
-                f"{path} changed since it was imported (sha256 {found}, the cache manifest records "
-                f"{recorded_digest}): it was modified or damaged on disk; import the original file again: "
-                "ifqa-loss weights import PATH"
-            )
-    state_dict, config, recorded = read_checkpoint(path, sha256=sha256)
+    with reading(path):
+        recorded_digest = recorded_sha256(path) if sha256 is None else None
+        if recorded_digest is not None:
+            found = sha256_file(path)
+            if found != recorded_digest:
+                raise CheckpointError(
+                    f"{path} changed since it was imported (sha256 {found}, the cache manifest records "
+                    f"{recorded_digest}): it was modified or damaged on disk; import the original file again: "
+                    "ifqa-loss weights import PATH"
+                )
+        state_dict, config, recorded = read_checkpoint(path, sha256=sha256)
     if recorded is not None and recorded not in METRICS:
         raise CheckpointError(f"{path} records the metric {recorded!r}, which this version does not know "
                               f"({', '.join(sorted(METRICS))}); the file is damaged or from a newer version")
