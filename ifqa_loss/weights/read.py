@@ -136,10 +136,18 @@ def check_tensors(state_dict: dict[str, torch.Tensor], source: object = "state d
         found = sorted({str(state_dict[k].dtype) for k in dtypes})
         raise CheckpointError(f"{source}: {tensors('dtype', dtypes)} of dtype {', '.join(found)}; the networks "
                               "hold float16/bfloat16/float32/float64 weights: save the float weights")
-    non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not _finite(v)]
     if non_finite:
         raise CheckpointError(f"{source}: {tensors('values', non_finite)} holds NaN or Inf values; the "
                               "training run diverged or the file is damaged: use an earlier checkpoint")
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf in ``t``: one min/max pass without a temporary (NaN propagates through both)."""
+    if t.numel() == 0:
+        return True
+    low, high = torch.aminmax(t.detach().float() if t.dtype in (torch.float16, torch.bfloat16) else t.detach())
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def check_readable_file(path: Path) -> None:
