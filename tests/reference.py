@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The reference faces (face256.png, face512.png) ship with the package as its sample images; stored once.
+SAMPLES = Path(__file__).resolve().parent.parent / "ifqa_loss" / "samples"
 
 
 def reference_state_dict(keys_file: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -43,6 +45,6 @@ def pattern_input(n: int) -> torch.Tensor:
 
 
 def read_rgb(name: str) -> torch.Tensor:
-    """A fixture PNG as (1,3,H,W) float in [0,1]."""
-    arr = np.asarray(Image.open(FIXTURES / name).convert("RGB"), dtype=np.float32) / 255.0
+    """A reference face (a package sample) as (1,3,H,W) float in [0,1]."""
+    arr = np.asarray(Image.open(SAMPLES / name).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()

@@ -81,6 +81,11 @@ def score_images(args: argparse.Namespace) -> int:
     finally:  # also on Ctrl-C or an unexpected error: what was scored stays a valid, complete document
         progress.close()
         writer.close()
+    if scorer.non_square:
+        size = metric.input_size
+        print(f"note: {scorer.non_square} non-square image(s) were stretched to {size}x{size} (aspect ratio not kept, "
+              "as the official test.py does); score aligned, square face crops for meaningful results",
+              file=sys.stderr)
     if not scorer.scored:
         return fail(f"none of the {len(images)} image(s) could be scored (see the messages above)")
     if problems:
@@ -166,11 +171,13 @@ class _BatchScorer:
     def __init__(self, metric, maps_dir: str | None, writer: ResultWriter, problems: list[str]):
         self.metric, self.maps_dir, self.writer, self.problems = metric, maps_dir, writer, problems
         self.scored = 0
+        self.non_square = 0
         self._pending: list[tuple[Path, torch.Tensor | None, torch.Tensor]] = []
         self._used_stems: set[str] = set()
 
     def add(self, path: Path, image: torch.Tensor, batch_size: int) -> int:
         """Queue one (3,H,W) [0,1] image; returns how many images were scored by this call."""
+        self.non_square += image.shape[-1] != image.shape[-2]
         with torch.inference_mode():  # resize per image (sizes differ), then batch at the native size
             prepared = self.metric.prepare(image[None].to(next(self.metric.parameters()).device))
         # The overlay needs the photo: keep it as 8-bit (a quarter of the float copy), and only with --maps.

@@ -8,15 +8,15 @@ from PIL import Image
 
 from ifqa_loss.cli import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, main
 
-from reference import FIXTURES
+from reference import SAMPLES
 
 
 @pytest.fixture
 def faces(tmp_path):
     root = tmp_path / "faces"
     (root / "sub").mkdir(parents=True)
-    shutil.copy(FIXTURES / "face256.png", root / "a.png")
-    shutil.copy(FIXTURES / "face512.png", root / "sub" / "b.png")
+    shutil.copy(SAMPLES / "face256.png", root / "a.png")
+    shutil.copy(SAMPLES / "face512.png", root / "sub" / "b.png")
     return root
 
 
@@ -64,3 +64,10 @@ def test_weights_import_then_list_then_score_without_checkpoint_flag(faces, ifqa
     scored = subprocess.run(score_args, capture_output=True, text=True)
     assert scored.returncode == 0, scored.stderr
     assert len(json.loads(scored.stdout)) == 1
+
+
+def test_non_square_images_are_scored_with_a_note_about_stretching(tmp_path, capsys):
+    Image.new("RGB", (96, 64), "gray").save(tmp_path / "wide.png")
+    assert main(["score", str(tmp_path / "wide.png"), "--random-weights", "--quiet"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "1 non-square image(s) were stretched to 256x256" in err and "MEANINGLESS" in err

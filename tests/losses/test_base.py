@@ -4,8 +4,9 @@ import warnings
 import pytest
 import torch
 
-from helpers import tiny_ifqa_metric
 from ifqa_loss import IFQALoss, IFQAPlusLoss
+
+from helpers import tiny_ifqa_metric
 
 
 class _Restorer(torch.nn.Module):
