@@ -87,8 +87,8 @@ def read_manifest() -> dict[str, dict]:
         isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in entry_keys)
         for entry in manifest.values()
     ):
-        raise CheckpointError(f"{path} is not a weights manifest (expected {{metric: {{'file': ..., 'sha256': ...}}}}); "
-                              f"{fix}")
+        raise CheckpointError(f"{path} is not a weights manifest (expected "
+                              f"{{metric: {{'file': ..., 'sha256': ...}}}}); {fix}")
     return manifest
 
 

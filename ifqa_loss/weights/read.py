@@ -5,10 +5,10 @@ carries code is refused without running it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import errno
 import pickle
 import re
 import zipfile
@@ -282,8 +282,8 @@ def _torch_load_safely(path: Path):
                 "program that made it: torch.save(model.state_dict(), 'clean.pth')"
             ) from None
         detail = re.search(r"Unsupported operand \d+|[^\n]*$", text.split("\n\n")[1] if "\n\n" in text else text)
-        raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint "
-                              f"({detail.group(0).strip() if detail else 'unpickling failed'}); {_CORRUPT_HINT}") from None
+        reason = detail.group(0).strip() if detail else "unpickling failed"
+        raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint ({reason}); {_CORRUPT_HINT}") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
             AttributeError, TypeError) as exc:
         raise CheckpointError(

@@ -100,7 +100,8 @@ def _parameter_budget(max_tensors: int, max_numel: int, source: object):
         if counted["tensors"] > max_tensors or counted["numel"] > max_numel:
             raise CheckpointError(
                 f"{source}: the stored configuration asks for a network far larger than the weights the file "
-                f"stores (building stopped at {counted['tensors']} tensors / {counted['numel']} values); the configuration does not belong to these "
+                f"stores (building stopped at {counted['tensors']} tensors / {counted['numel']} values); the "
+                "configuration does not belong to these "
                 "weights: save the checkpoint again with ifqa_loss"
             )
 

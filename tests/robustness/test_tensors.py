@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import tiny_ifqa_metric
 from ifqa_loss import IFQALoss, regions
 
+from helpers import tiny_ifqa_metric
 from robustness.case import Case, Refused, Works, params
 
 GOOD = torch.full((1, 3, 32, 32), 0.5)
@@ -45,7 +45,8 @@ CASES = [
     Case("image-inf", score(GOOD.clone().fill_(float("inf"))), Refused("NaN or Inf", "generator output")),
     Case("image-out-of-range", score(GOOD * 3), Refused("values lie in \\[1.500, 1.500\\]", "input_range")),
     Case("image-tanh-range-as-01", score(GOOD * 2 - 1.6), Refused("but input_range is \\(0.0, 1.0\\)", "\\(-1, 1\\)")),
-    Case("image-uint8", score((GOOD * 255).to(torch.uint8)), Refused("integer dtype torch.uint8", "x.float\\(\\) / 255")),
+    Case("image-uint8", score((GOOD * 255).to(torch.uint8)),
+         Refused("integer dtype torch.uint8", "x.float\\(\\) / 255")),
     Case("image-bool", score(GOOD > 0), Refused("integer dtype torch.bool|dtype", "float")),
     Case("image-one-channel", score(GOOD[:, :1]), Refused("\\(N,3,H,W\\)", "RGB")),
     Case("image-no-batch-dim", score(GOOD[0]), Refused("\\(N,3,H,W\\)", "x\\[None\\]")),
