@@ -7,13 +7,16 @@ is reported on stderr and skipped, and an interrupted run still ends a valid JSO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -120,6 +123,22 @@ def _check_writable_folder(folder: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _interrupt_after_block():
+    """Hold back Ctrl-C until the block ends, so a row is never cut in half (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 class ResultWriter:
     """Writes ``{"path", "score"}`` rows to ``stream`` as they come, flushing each one.
 
@@ -142,26 +161,28 @@ class ResultWriter:
 
     def write(self, path: str | os.PathLike, score: float) -> None:
         shown = printable(path)
-        if self.fmt == "csv":
-            self._csv.writerow([shown, score])
-        elif self.fmt == "json":
-            self.stream.write(("," if self.count else "") + "\n  " + json.dumps({"path": shown, "score": score}))
-        else:
-            self.stream.write(f"{shown:<{self.width}}  {score:.4f}\n")
-        self.count += 1
-        self.total += score
-        self.stream.flush()
+        with _interrupt_after_block():
+            if self.fmt == "csv":
+                self._csv.writerow([shown, score])
+            elif self.fmt == "json":
+                self.stream.write(("," if self.count else "") + "\n  " + json.dumps({"path": shown, "score": score}))
+            else:
+                self.stream.write(f"{shown:<{self.width}}  {score:.4f}\n")
+            self.count += 1
+            self.total += score
+            self.stream.flush()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self.fmt == "json":
-            self.stream.write("\n]\n" if self.count else "]\n")
-        elif self.fmt == "table" and self.count:
-            label = f"mean ({self.count} images)"
-            self.stream.write(f"{label:<{self.width}}  {self.total / self.count:.4f}\n")
-        self.stream.flush()
+        with _interrupt_after_block():
+            if self.fmt == "json":
+                self.stream.write("\n]\n" if self.count else "]\n")
+            elif self.fmt == "table" and self.count:
+                label = f"mean ({self.count} images)"
+                self.stream.write(f"{label:<{self.width}}  {self.total / self.count:.4f}\n")
+            self.stream.flush()
 
 
 class _BatchScorer:
