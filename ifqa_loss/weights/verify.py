@@ -124,10 +124,11 @@ def meta_network(spec: MetricSpec, config: dict | None = None,
     config = validate_config(spec, dict(config or {}), source)
     budget = contextlib.nullcontext()
     if state_dict is not None and config:
-        # Twice what the file stores (plus slack): a file missing a few tensors still gets the precise
-        # missing-keys report, while a configuration that asks for far more aborts at once.
+        # Four times what the file stores plus slack (builders may create layers they then drop, such as
+        # torchvision's ResNet classifier): a file missing a few tensors still gets the precise missing-keys
+        # report, while a configuration that asks for far more aborts at once (all on meta: no memory).
         stored = sum(v.numel() for v in state_dict.values())
-        budget = _parameter_budget(2 * len(state_dict) + 16, 2 * stored + (1 << 20), source)
+        budget = _parameter_budget(4 * len(state_dict) + 256, 4 * stored + (1 << 26), source)
     with budget, torch.device("meta"):
         try:
             return spec.build(**config)
