@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +12,19 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Image formats found in folders but not scored: reported as skipped, never silently left out.
+UNSCORED_SUFFIXES = {
+    ".gif": "GIF (256-colour palette, often animated) is not scored: convert it to PNG",
+    ".heic": "HEIC is not supported: convert it to PNG or JPEG",
+    ".heif": "HEIF is not supported: convert it to PNG or JPEG",
+    ".avif": "AVIF is not supported: convert it to PNG or JPEG",
+    ".jxl": "JPEG XL is not supported: convert it to PNG or JPEG",
+    ".svg": "SVG is a vector drawing, not a photo: export it to PNG",
+    ".ico": "ICO icons are not scored: convert it to PNG",
+}
+# Above this many pixels an image is skipped (a decompression bomb, or a photo far larger than any metric
+# needs): 100 megapixels, between PIL's warning (89 MP) and its refusal (179 MP).
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
 class ImageReadError(ValueError):
@@ -19,20 +34,100 @@ class ImageReadError(ValueError):
 def list_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
     """Expand files and folders (recursively, sorted) into image files.
 
-    Returns ``(images, problems)``: explicitly named paths that do not exist are
-    reported in ``problems`` rather than raising, so one typo does not stop a batch.
+    Returns ``(images, problems)``: named paths that do not exist, folders that cannot be
+    read, broken links and image formats that are not scored (GIF, HEIC, ...) are reported
+    in ``problems`` rather than raising or being left out silently, so one typo or one bad
+    folder does not stop a batch.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("a.png", "b.gif", "notes.txt"):
+        ...     _ = (root / name).write_bytes(b"")
+        >>> images, problems = list_images([root, root / "missing.png"])
+        >>> [p.name for p in images], len(problems)
+        (['a.png'], 2)
     """
     images: list[Path] = []
     problems: list[str] = []
     for raw in paths:
         path = Path(raw).expanduser()
-        if path.is_dir():
-            images.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
+        try:
+            is_dir, is_file = path.is_dir(), path.is_file()
+        except OSError as exc:  # a link loop on Python >= 3.13, a name too long, ...
+            problems.append(f"{path}: cannot be opened ({exc.strerror})")
+            continue
+        if is_dir:
+            images.extend(_walk_images(path, problems))
+        elif is_file:
             images.append(path)  # named explicitly: try it whatever its suffix
+        elif path.is_symlink():
+            problems.append(f"{path}: a broken symbolic link or a link loop")
         else:
             problems.append(f"{path}: no such file or folder")
     return images, problems
+
+
+def _walk_images(root: Path, problems: list[str]) -> list[Path]:
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: folder not readable ({exc.strerror}); its images were not scored: "
+                        "fix its permissions")
+
+    found: list[Path] = []
+    # os.walk reports folders it cannot list (Path.rglob skips them silently) and never follows folder links.
+    for folder, _, files in os.walk(root, onerror=unreadable):
+        for name in files:
+            path = Path(folder) / name
+            suffix = path.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                if path.is_file():
+                    found.append(path)
+                else:
+                    problems.append(f"{path}: a broken symbolic link or a link loop")
+            elif suffix in UNSCORED_SUFFIXES:
+                problems.append(f"{path}: {UNSCORED_SUFFIXES[suffix]}")
+    return sorted(found)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels; raises :class:`ImageReadError`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
+            with Image.open(path) as img:
+                return img.size
+    except Image.DecompressionBombError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({exc})") from exc
+
+
+def check_pixel_count(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Refuse, before decoding, an image with more than ``max_pixels`` pixels (a decompression bomb: a few
+    bytes declaring a huge image). Returns (width, height).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.png"
+        >>> Image.new("RGB", (40, 30)).save(path)
+        >>> check_pixel_count(path, max_pixels=1000)
+        Traceback (most recent call last):
+        ...
+        ifqa_loss.imageio.ImageReadError: ...x.png: 1200 pixels (40x30), more than the limit of 1000 ...
+    """
+    fix = ("(a decompression bomb, or a photo far larger than a face crop): downscale it, or raise --max-pixels "
+           "if you trust the file")
+    try:
+        width, height = image_size(path)
+    except Image.DecompressionBombError as exc:  # PIL's own hard limit (twice Image.MAX_IMAGE_PIXELS)
+        found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
+        pixels, limit = (found.group(1), min(int(found.group(2)), max_pixels)) if found else ("too many", max_pixels)
+        raise ImageReadError(f"{path}: {pixels} pixels, more than the limit of {limit} {fix}") from None
+    if width * height > max_pixels:
+        raise ImageReadError(f"{path}: {width * height} pixels ({width}x{height}), more than the limit of "
+                             f"{max_pixels} {fix}")
+    return width, height
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:

@@ -279,6 +279,7 @@ def load_metric(
     precision: str | None = "exact",
     fast: bool | None = None,
     random_weights: bool = False,
+    sha256: str | None = None,
     **random_config,
 ) -> QualityMetric:
     """Load a metric, frozen and in eval mode.
@@ -297,6 +298,8 @@ def load_metric(
             loading a checkpoint — only to test wiring without the official files; it warns
             every time and the metric's repr says so. ``random_config``: architecture
             arguments for it (e.g. narrow ``widths`` for fast tests).
+        sha256: the checkpoint's expected sha256 (hex): any other file is refused. Files in
+            the weights cache are always checked against the digest recorded at import.
 
     Example:
         >>> import warnings; warnings.simplefilter("ignore")
@@ -307,8 +310,8 @@ def load_metric(
         )
     """
     if random_weights:
-        if checkpoint is not None:
-            raise ValueError("pass either checkpoint= or random_weights=True, not both")
+        if checkpoint is not None or sha256 is not None:
+            raise ValueError("pass either checkpoint=/sha256= or random_weights=True, not both")
         spec = get_spec(name or "ifqa")
         net = random_network(spec.name, **random_config)
     else:
@@ -316,6 +319,6 @@ def load_metric(
             raise TypeError(f"unexpected arguments {sorted(random_config)}: architecture arguments are read "
                             "from the checkpoint (they apply only with random_weights=True)")
         spec = get_spec(resolve_metric(name, checkpoint))
-        net, _ = load_network(spec.name, checkpoint)
+        net, _ = load_network(spec.name, checkpoint, sha256=sha256)
     net = net.to(device=device, dtype=dtype)
     return QualityMetric(net, spec, channels_last=channels_last, compile=compile, precision=precision, fast=fast)

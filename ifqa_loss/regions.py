@@ -197,6 +197,10 @@ def regions_from_landmarks(
     """
     if landmarks.ndim != 3 or landmarks.shape[1:] not in ((5, 2), (68, 2)):
         raise ValueError(f"landmarks must be (N,5,2) or (N,68,2) x,y pixel coordinates, got {tuple(landmarks.shape)}")
+    if not bool(torch.isfinite(landmarks).all()):  # a NaN point would silently make the whole face "background"
+        bad = sorted({int(i) for i in (~torch.isfinite(landmarks)).flatten(1).any(1).nonzero().flatten()})
+        raise ValueError(f"landmarks of sample(s) {bad} hold NaN or Inf: the detector found no face there; drop "
+                         "those samples or use template_regions for aligned faces")
     points = _scale_points(landmarks.float(), source_size or size, size)
     fit = _five_point_ellipses if points.shape[1] == 5 else _fitted_ellipses
     centers, axes, angles = fit(points)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .common import EXIT_OK, default_device, fail
+from .common import EXIT_OK, default_device, device_argument, fail
 
 
 def _training_config(args: argparse.Namespace):
@@ -57,7 +57,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         "img_name,mos[,split], or name,mos; a run's split.csv reproduces its split)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split (and of training)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
-    parser.add_argument("--device", default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
+    parser.add_argument("--device", type=device_argument, default=default_device(),
+                        help="cpu or cuda[:N] (default: cuda if available)")
 
 
 def register(subparsers) -> None:

@@ -1,35 +1,66 @@
-"""``ifqa-loss score``: score image files and folders, optionally writing each quality map."""
+"""``ifqa-loss score``: score image files and folders, optionally writing each quality map.
+
+Nothing computed is lost: each score is written to stdout (and flushed) as soon as its
+batch is done, a file that cannot be read, is too large, or whose map cannot be written
+is reported on stderr and skipped, and an interrupted run still ends a valid JSON/CSV.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import hashlib
 import json
+import math
+import os
+import signal
 import sys
+import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import torch
 
-from .common import EXIT_OK, EXIT_SKIPPED, default_device, fail
+from .common import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, default_device, device_argument, fail, printable
+
+# Map file names are "<stem>_overlay.png": a longer stem is shortened (with a hash, to stay unique) so the
+# name fits the usual 255-byte limit.
+MAX_STEM_BYTES = 160
 
 
 def score_images(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..imageio import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, read_image_official
+    from ..imageio import (
+        IMAGE_SUFFIXES,
+        ImageReadError,
+        check_pixel_count,
+        list_images,
+        read_image,
+        read_image_official,
+    )
     from ..metric import load_metric
     from ..weights import CheckpointError
 
     if args.batch_size < 1:
         return fail("--batch-size must be >= 1")
+    if args.max_pixels < 1:
+        return fail("--max-pixels must be >= 1")
     if args.maps:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             return fail("--maps needs matplotlib: pip install 'ifqa-loss[viz]'")
+        problem = _check_writable_folder(Path(args.maps))
+        if problem:
+            return fail(f"--maps {printable(args.maps)}: {problem}; choose a folder you can write to")
     paths = args.paths or [str(Path(__file__).parent.parent / "samples")]
     images, problems = list_images(paths)
-    if not images and not problems:
-        return fail(f"no images ({' '.join(IMAGE_SUFFIXES)}) under {' '.join(paths)}")
+    for problem in problems:
+        _skip(problem)
+    if not images:
+        return fail(f"no images ({' '.join(IMAGE_SUFFIXES)}) to score under {' '.join(map(printable, paths))}")
     try:
         metric = load_metric(args.metric, checkpoint=args.checkpoint, device=args.device,
                              random_weights=args.random_weights)
@@ -40,33 +71,38 @@ def score_images(args: argparse.Namespace) -> int:
     if args.maps and not metric.has_map:
         return fail(f"{metric.name} predicts a MOS per image and has no map; drop --maps")
 
-    scorer = _BatchScorer(metric, args.maps)
+    writer = ResultWriter(args.format, sys.stdout, width=max(len(printable(p)) for p in images))
+    scorer = _BatchScorer(metric, args.maps, writer, problems)
     progress = tqdm(total=len(images), desc=f"{metric.name} scoring", unit="img", file=sys.stderr,
                     disable=args.quiet)
     official = args.preprocess == "official"
-    for path in images:
-        try:
-            image = read_image_official(path) if official else read_image(path)
-        except ImageReadError as exc:
-            problems.append(str(exc))
-            progress.update(1)
-            continue
-        prepared = official_input(metric, image) if official else None
-        image = image.float() / 255 if official else image
-        progress.update(scorer.add(path, image, args.batch_size, prepared))
-    progress.update(scorer.flush())
-    progress.close()
-
-    write_results(scorer.results, args.format)
+    try:
+        for path in images:
+            try:
+                check_pixel_count(path, args.max_pixels)
+                with warnings.catch_warnings():  # the pixel limit above is the one that applies
+                    warnings.simplefilter("ignore", _decompression_bomb_warning())
+                    image = read_image_official(path) if official else read_image(path)
+            except ImageReadError as exc:
+                _skip(str(exc), problems)
+                progress.update(1)
+                continue
+            prepared = official_input(metric, image) if official else None
+            image = image.float() / 255 if official else image
+            progress.update(scorer.add(path, image, args.batch_size, prepared))
+        progress.update(scorer.flush())
+    finally:  # also on Ctrl-C or an unexpected error: what was scored stays a valid, complete document
+        progress.close()
+        writer.close()
     if scorer.non_square:
         size = metric.input_size
         print(f"note: {scorer.non_square} non-square image(s) were stretched to {size}x{size} (aspect ratio not kept, "
               "as the official test.py does); score aligned, square face crops for meaningful results",
               file=sys.stderr)
-    for problem in problems:
-        print(f"skipped: {problem}", file=sys.stderr)
+    if not scorer.scored:
+        return fail(f"none of the {len(images)} image(s) could be scored (see the messages above)")
     if problems:
-        print(f"{len(problems)} input(s) skipped, {len(scorer.results)} scored", file=sys.stderr)
+        print(f"{len(problems)} input(s) skipped, {scorer.scored} scored", file=sys.stderr)
         return EXIT_SKIPPED
     return EXIT_OK
 
@@ -86,15 +122,104 @@ def official_input(metric, image: torch.Tensor) -> torch.Tensor:
     return x.to(device=param.device, dtype=param.dtype)
 
 
-class _BatchScorer:
-    """Collects images brought to the metric's native size and scores them a batch at a time."""
+def _decompression_bomb_warning():
+    from PIL import Image
 
-    def __init__(self, metric, maps_dir: str | None):
-        self.metric, self.maps_dir = metric, maps_dir
-        self.results: list[dict] = []
-        self._pending: list[tuple[Path, torch.Tensor, torch.Tensor]] = []
-        self._used_stems: set[str] = set()
+    return Image.DecompressionBombWarning
+
+
+def _skip(problem: str, problems: list[str] | None = None) -> None:
+    """Report a skipped input at once (it is never lost behind later work) and count it."""
+    print(f"skipped: {printable(problem)}", file=sys.stderr, flush=True)
+    if problems is not None:
+        problems.append(problem)
+
+
+def _check_writable_folder(folder: Path) -> str | None:
+    """Why ``folder`` cannot take the map files (``None`` when it can): tried before any scoring."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ifqa-write-test-"):
+            pass
+    except FileExistsError:
+        return "is a file, not a folder"
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror})"
+    return None
+
+
+@contextlib.contextmanager
+def _interrupt_after_block():
+    """Hold back Ctrl-C until the block ends, so a row is never cut in half (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+class ResultWriter:
+    """Writes ``{"path", "score"}`` rows to ``stream`` as they come, flushing each one.
+
+    ``table`` (column width fixed up front from the paths, mean at the end), ``csv``, or
+    ``json`` (one array, closed by :meth:`close` also after an interruption). Paths whose
+    names are not valid UTF-8 are written with ``\\xNN`` escapes instead of failing.
+    """
+
+    def __init__(self, fmt: str, stream, width: int = 4):
+        self.fmt, self.stream, self.width = fmt, stream, max(width, 4)
+        self.count, self.total, self._closed = 0, 0.0, False
+        if fmt == "csv":
+            self._csv = csv.writer(stream, lineterminator="\n")
+            self._csv.writerow(["path", "score"])
+        elif fmt == "json":
+            stream.write("[")
+        else:
+            stream.write(f"{'path':<{self.width}}  score\n")
+        stream.flush()
+
+    def write(self, path: str | os.PathLike, score: float) -> None:
+        shown = printable(path)
+        with _interrupt_after_block():
+            if self.fmt == "csv":
+                self._csv.writerow([shown, score])
+            elif self.fmt == "json":
+                self.stream.write(("," if self.count else "") + "\n  " + json.dumps({"path": shown, "score": score}))
+            else:
+                self.stream.write(f"{shown:<{self.width}}  {score:.4f}\n")
+            self.count += 1
+            self.total += score
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with _interrupt_after_block():
+            if self.fmt == "json":
+                self.stream.write("\n]\n" if self.count else "]\n")
+            elif self.fmt == "table" and self.count:
+                label = f"mean ({self.count} images)"
+                self.stream.write(f"{label:<{self.width}}  {self.total / self.count:.4f}\n")
+            self.stream.flush()
+
+
+class _BatchScorer:
+    """Brings each image to the metric's native size at once (so only the small prepared copy waits for
+    its batch, never the decoded photo) and scores a batch at a time."""
+
+    def __init__(self, metric, maps_dir: str | None, writer: ResultWriter, problems: list[str]):
+        self.metric, self.maps_dir, self.writer, self.problems = metric, maps_dir, writer, problems
+        self.scored = 0
         self.non_square = 0
+        self._pending: list[tuple[Path, torch.Tensor | None, torch.Tensor]] = []
+        self._used_stems: set[str] = set()
 
     def add(self, path: Path, image: torch.Tensor, batch_size: int, prepared: torch.Tensor | None = None) -> int:
         """Queue one (3,H,W) [0,1] image (``prepared``: its network input, if already made); returns how many
@@ -103,7 +228,9 @@ class _BatchScorer:
         if prepared is None:
             with torch.inference_mode():  # resize per image (sizes differ), then batch at the native size
                 prepared = self.metric.prepare(image[None].to(next(self.metric.parameters()).device))
-        self._pending.append((path, image, prepared))
+        # The overlay needs the photo: keep it as 8-bit (a quarter of the float copy), and only with --maps.
+        kept = (image * 255.0 + 0.5).to(torch.uint8) if self.maps_dir else None
+        self._pending.append((path, kept, prepared))
         return self.flush() if len(self._pending) >= batch_size else 0
 
     def flush(self) -> int:
@@ -111,49 +238,51 @@ class _BatchScorer:
             return 0
         from ..imageio import save_map_images
 
-        batch = torch.cat([prepared for _, _, prepared in self._pending])
-        with torch.inference_mode():  # prepared input is already [-1,1] at native size
-            if self.metric.has_map:
-                outputs = self.metric.quality_map(batch, input_range=(-1.0, 1.0)).float()
-                scores = outputs.mean(dim=(1, 2, 3))
-            else:
-                outputs = scores = self.metric.score(batch, input_range=(-1.0, 1.0))
-        for (path, image, _), output, score in zip(self._pending, outputs, scores, strict=True):
-            self.results.append({"path": str(path), "score": round(score.item(), 6)})
+        pending, self._pending = self._pending, []
+        batch = torch.cat([prepared for _, _, prepared in pending])
+        try:
+            with torch.inference_mode():  # prepared input is already [-1,1] at native size
+                if self.metric.has_map:
+                    outputs = self.metric.quality_map(batch, input_range=(-1.0, 1.0)).float()
+                    scores = outputs.mean(dim=(1, 2, 3))
+                else:
+                    outputs = scores = self.metric.score(batch, input_range=(-1.0, 1.0))
+        except RuntimeError as exc:  # e.g. out of memory: this batch is lost, the run and its results are not
+            for path, _, _ in pending:
+                _skip(f"{path}: scoring its batch failed ({str(exc).splitlines()[0]}); retry with a smaller "
+                      "--batch-size or on another device", self.problems)
+            return len(pending)
+        for (path, kept, _), output, score in zip(pending, outputs, scores, strict=True):
+            value = round(score.item(), 6)
+            if not math.isfinite(value):  # never print NaN as a score
+                _skip(f"{path}: the metric returned {value} (non-finite); the weights or --device precision "
+                      "are at fault", self.problems)
+                continue
+            self.writer.write(path, value)
+            self.scored += 1
             if self.maps_dir:
-                save_map_images(output.cpu(), image, self.maps_dir, self._unique_stem(path), score=score.item())
-        scored = len(self._pending)
-        self._pending.clear()
-        return scored
+                try:
+                    save_map_images(output.cpu(), kept.float() / 255.0, self.maps_dir, self._unique_stem(path),
+                                    score=value)
+                except OSError as exc:  # the score is already written; only this map is missing
+                    _skip(f"{printable(path)}: scored, but its map could not be written ({exc.strerror or exc})",
+                          self.problems)
+        return len(pending)
 
     def _unique_stem(self, path: Path) -> str:
-        stem, n = path.stem, 1
+        base = path.stem
+        if len(os.fsencode(base)) > MAX_STEM_BYTES:
+            digest = hashlib.sha1(os.fsencode(base)).hexdigest()[:10]
+            base = os.fsdecode(os.fsencode(base)[:MAX_STEM_BYTES]).rstrip("\udcff") + "-" + digest
+        stem, n = base, 1
         while stem in self._used_stems:  # the same file name in different folders
-            stem, n = f"{path.stem}_{n}", n + 1
+            stem, n = f"{base}_{n}", n + 1
         self._used_stems.add(stem)
         return stem
 
 
-def write_results(results: list[dict], fmt: str) -> None:
-    """Print ``[{"path", "score"}]`` as ``table`` (with the mean), ``csv`` or ``json`` on stdout."""
-    if fmt == "json":
-        json.dump(results, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "score"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(results)
-    else:
-        width = max([len(r["path"]) for r in results] + [4])
-        print(f"{'path':<{width}}  score")
-        for r in results:
-            print(f"{r['path']:<{width}}  {r['score']:.4f}")
-        if results:
-            mean = sum(r["score"] for r in results) / len(results)
-            print(f"{'mean (' + str(len(results)) + ' images)':<{width}}  {mean:.4f}")
-
-
 def register(subparsers) -> None:
+    from ..imageio import DEFAULT_MAX_PIXELS
     from ..registry import METRICS
 
     parser = subparsers.add_parser("score", help="score face images (files and folders, recursive)")
@@ -164,11 +293,17 @@ def register(subparsers) -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="RANDOM weights instead of a checkpoint: meaningless scores, to try the pipeline only")
     parser.add_argument("--batch-size", type=int, default=8, help="images per network call (default 8)")
-    parser.add_argument("--device", default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
+    parser.add_argument("--device", type=device_argument, default=default_device(),
+                        help="cpu or cuda[:N] (default: cuda if available)")
     parser.add_argument("--maps", metavar="DIR", help="write each per-pixel map (PNG) and an overlay on the face here")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"skip images with more pixels (decompression bombs; default {DEFAULT_MAX_PIXELS})")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="stdout format")
     parser.add_argument("--preprocess", choices=["official", "float"], default="official",
                         help="official (default): decode and resize exactly as the official test.py (cv2.imread "
                         "semantics, uint8 cv2 resize); float: the losses' differentiable float resize")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=score_images)
+
+
+__all__ = ["EXIT_FAILED", "ResultWriter", "register", "score_images"]

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..registry import get_spec
-from .cache import find_checkpoint
-from .read import CheckpointError, read_checkpoint
-from .verify import check_state_dict
+from ..registry import METRICS, get_spec
+from .cache import find_checkpoint, reading, recorded_sha256
+from .read import CheckpointError, read_checkpoint, sha256_file
+from .verify import check_state_dict, meta_network
 
 RANDOM_WEIGHTS_WARNING = (
     "ifqa_loss: {name!r} built with RANDOM weights (random_weights=True): its scores and gradients are "
@@ -25,29 +25,45 @@ def resolve_metric(metric: str | None, checkpoint: str | os.PathLike | None, def
         return get_spec(metric).name
     if checkpoint is not None:
         recorded = read_checkpoint(checkpoint).metric
-        if recorded is not None:
+        if recorded is not None and recorded.lower() in METRICS:
             return get_spec(recorded).name
     return get_spec(default).name
 
 
-def load_network(metric: str, checkpoint: str | os.PathLike | None = None) -> tuple[nn.Module, Path]:
+def load_network(
+    metric: str, checkpoint: str | os.PathLike | None = None, *, sha256: str | None = None
+) -> tuple[nn.Module, Path]:
     """Build ``metric``'s network straight from a checkpoint, strict, on CPU in the file's dtype.
 
     The network is created on the meta device and the checkpoint tensors are assigned
     into it, so no random weights are ever allocated. Architecture arguments stored
-    with the weights (``config``) are honoured; a checkpoint recorded as another metric
-    is refused with the name to pass instead.
+    with the weights (``config``) are validated, then honoured; a checkpoint recorded as
+    another metric is refused with the name to pass instead. ``sha256`` pins the file's
+    digest; a file in the weights cache is always checked against the sha256 recorded
+    when it was imported.
     """
     spec = get_spec(metric)
     path = Path(checkpoint).expanduser() if checkpoint is not None else find_checkpoint(spec.name)
-    state_dict, config, recorded = read_checkpoint(path)
+    with reading(path):
+        recorded_digest = recorded_sha256(path) if sha256 is None else None
+        if recorded_digest is not None:
+            found = sha256_file(path)
+            if found != recorded_digest:
+                raise CheckpointError(
+                    f"{path} changed since it was imported (sha256 {found}, the cache manifest records "
+                    f"{recorded_digest}): it was modified or damaged on disk; import the original file again: "
+                    "ifqa-loss weights import PATH"
+                )
+        state_dict, config, recorded = read_checkpoint(path, sha256=sha256)
+    if recorded is not None and recorded not in METRICS:
+        raise CheckpointError(f"{path} records the metric {recorded!r}, which this version does not know "
+                              f"({', '.join(sorted(METRICS))}); the file is damaged or from a newer version")
     if recorded is not None and recorded != spec.name:
         raise CheckpointError(f"{path} holds {recorded!r} weights, not {spec.name!r}: pass metric={recorded!r}")
-    report = check_state_dict(state_dict, spec.name, config)
+    net = meta_network(spec, config, state_dict, source=path)
+    report = check_state_dict(state_dict, spec.name, config, net=net)
     if not report.ok:
         raise CheckpointError(f"{path}: {report}")
-    with torch.device("meta"):
-        net = spec.build(**config)
     net.load_state_dict(state_dict, strict=True, assign=True)
     unset = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
     if unset:  # a tensor the checkpoint does not carry would silently stay without data
@@ -102,7 +118,10 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, metric: str, **extr
     path = Path(path)
     payload = {spec.checkpoint_key: net.state_dict(), "metric": spec.name,
                "config": _plain(getattr(net, "config", {})), **extra}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two savers never share a temp
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -74,11 +74,11 @@ def test_truncated_file_gets_a_redownload_hint(tmp_path, ifqa_checkpoint):
         read_state_dict(path)
 
 
-@pytest.mark.parametrize("content", [b"<html>quota exceeded</html>", b""])
-def test_non_checkpoint_file_is_refused(tmp_path, content):
+@pytest.mark.parametrize(("content", "reason"), [(b"<html>quota exceeded</html>", "web page"), (b"", "empty")])
+def test_non_checkpoint_file_is_refused(tmp_path, content, reason):
     path = tmp_path / "IFQA_Metric.pth"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="not a checkpoint"):
+    with pytest.raises(CheckpointError, match=reason):
         read_state_dict(path)
 
 
