@@ -98,8 +98,8 @@ def plot(report: dict, path: str) -> None:
         batches = [r["batch"] for r in rows]
         rate = [r["images_per_s"] for r in rows]
         # images/s from the slowest and fastest timed run: the spread as asymmetric error bars
-        low = [v - r["batch"] / (r["forward_backward_ms"]["max"] / 1e3) for v, r in zip(rate, rows)]
-        high = [r["batch"] / (r["forward_backward_ms"]["min"] / 1e3) - v for v, r in zip(rate, rows)]
+        low = [v - r["batch"] / (r["forward_backward_ms"]["max"] / 1e3) for v, r in zip(rate, rows, strict=False)]
+        high = [r["batch"] / (r["forward_backward_ms"]["min"] / 1e3) - v for v, r in zip(rate, rows, strict=False)]
         ax_tp.errorbar(batches, rate, yerr=[low, high], marker="o", capsize=3, label=label)
         ax_mem.plot(batches, [r["peak_memory_mib"] for r in rows], marker="o", label=label)
     for ax in (ax_tp, ax_mem):
@@ -112,8 +112,8 @@ def plot(report: dict, path: str) -> None:
     gen = report.get("generator") or []
     base = gen[0]["step_ms"]["median"] if gen else 1.0
     ratios = [r["overhead_ratio"] for r in gen]
-    spread = [[v - r["step_ms"]["min"] / base for v, r in zip(ratios, gen)],
-              [r["step_ms"]["max"] / base - v for v, r in zip(ratios, gen)]]
+    spread = [[v - r["step_ms"]["min"] / base for v, r in zip(ratios, gen, strict=False)],
+              [r["step_ms"]["max"] / base - v for v, r in zip(ratios, gen, strict=False)]]
     ax_ov.bar([f"{r['step']}\n{r['peak_memory_mib']:.0f} MiB" for r in gen], ratios, yerr=spread, capsize=3,
               color="tab:orange")
     ax_ov.axhline(1.0, color="gray", lw=0.8)

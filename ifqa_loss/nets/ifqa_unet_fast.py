@@ -164,7 +164,7 @@ class FastIFQADiscriminator(IFQADiscriminator):
                 self._conv1_kernels = [
                     w if isinstance(block, DownResBlock) and not block.downsample
                     else (box_filtered_kernel if isinstance(block, DownResBlock) else subpixel_kernel)(w.double()).to(w.dtype)
-                    for block, w in zip(self._blocks(), weights)
+                    for block, w in zip(self._blocks(), weights, strict=False)
                 ]
             self._derived_from = key
         return True

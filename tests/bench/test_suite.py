@@ -5,9 +5,9 @@ from PIL import Image
 
 from ifqa_loss.bench import report as bench_report
 from ifqa_loss.bench import suite
+from ifqa_loss.bench.generator import RestorationGenerator
 from ifqa_loss.bench.losses import measure_losses
 from ifqa_loss.bench.timing import interleaved, noise_warnings, summarize
-from ifqa_loss.bench.generator import RestorationGenerator
 
 
 def test_generator_restores_at_its_size():

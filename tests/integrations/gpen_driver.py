@@ -80,7 +80,7 @@ def main():
     before = [p.detach().clone() for p in generator.parameters()]
     patched.train(args, loader, generator, discriminator, [torch.nn.SmoothL1Loss(), id_loss, ifqa_term],
                   g_optim, d_optim, g_ema, lpips_func, "cpu")
-    moved = any(not torch.equal(b, p) for b, p in zip(before, generator.parameters()))
+    moved = any(not torch.equal(b, p) for b, p in zip(before, generator.parameters(), strict=False))
     saved = {name: sorted(torch.load(path, map_location="cpu", weights_only=True)) for name, path in
              ((p.name, p) for p in sorted(Path(args.ckpt).glob("*.pth")))}
     print(json.dumps({"records": records, "generator_moved": moved, "saved": saved,

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from upstream import ROOT, apply_patch, copy_checkout, run_driver, upstream_source
 
 RECIPE = ROOT / "integrations" / "codeformer"
