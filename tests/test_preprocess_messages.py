@@ -42,7 +42,7 @@ def test_uint8_hint_gives_a_conversion_that_lands_in_the_range(input_range, conv
     with pytest.raises(TypeError) as error:
         check_image_batch(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), input_range)
     assert str(error.value).endswith(conversion)
-    torch.tensor([0, 255], dtype=torch.uint8)
+    x = torch.tensor([0, 255], dtype=torch.uint8)  # noqa: F841  (read by eval below)
     converted = eval(conversion)  # the hint's own expression reaches both ends of the range
     assert converted.tolist() == list(input_range)
 

@@ -296,6 +296,12 @@ LEGACY_GFIQA_MESSAGE = (
 )
 
 
+def check_gfiqa_config(config: dict) -> None:
+    """Raise ``ValueError`` with the reason for a config of the removed pre-paper variant."""
+    if "prior" not in config and "channel_multiplier" in config:
+        raise ValueError(LEGACY_GFIQA_MESSAGE)
+
+
 def build_gfiqa(**config) -> GFIQA:
     """GFIQA from a checkpoint's stored config; refuses configs of the removed pre-paper variant.
 
@@ -306,6 +312,10 @@ def build_gfiqa(**config) -> GFIQA:
         ...     print(str(exc)[:52])
         this GFIQA checkpoint was trained with ifqa-loss's e
     """
-    if "prior" not in config and "channel_multiplier" in config:
-        raise ValueError(LEGACY_GFIQA_MESSAGE)
+    check_gfiqa_config(config)
     return GFIQA(**config)
+
+
+# What the weights module validates a stored config against (the builder itself takes **config).
+build_gfiqa.architecture = GFIQA
+build_gfiqa.check_config = check_gfiqa_config

@@ -124,8 +124,10 @@ class FastIFQADiscriminator(IFQADiscriminator):
         True
     """
 
-    def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512, 1024), num_bottleneck: int = 4):
-        super().__init__(widths, num_bottleneck)
+    def __init__(
+        self, widths: tuple[int, ...] = (64, 128, 256, 512, 1024), num_bottleneck: int = 4, input_size: int = 256
+    ):
+        super().__init__(widths, num_bottleneck, input_size)
         self._derived_from: tuple | None = None  # identity of the source parameters the kernels were built from
         self._conv1_kernels: list[torch.Tensor] = []  # one per block, in _blocks() order
 

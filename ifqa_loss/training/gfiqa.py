@@ -313,19 +313,9 @@ def load_trained(path: str | Path, device: str = "cpu") -> nn.Module:
     return load_metric(checkpoint=path, device=device).net
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
-    """Train, keeping ``best.pth`` (best validation SRCC) and ``last.pth`` (resumable) in ``cfg.out``."""
-    from tqdm import tqdm
-
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = split_rows(read_meta(cfg.meta), cfg.seed)
-    write_split(out / "split.csv", splits)  # the exact split of this run: pass it as --meta to reproduce
+def prepare_model(cfg: TrainConfig) -> nn.Module:
+    """The ``--model`` network with its ImageNet encoder and StyleGAN2 prior loaded, on ``cfg.device``."""
     model = build_model(cfg.model, cfg.model_kwargs)
-    metric_name = MODELS[cfg.model]
-    size = model.input_size
     if cfg.encoder_weights:
         missing, unexpected = model.encoder.load_state_dict(read_state_dict(cfg.encoder_weights), strict=False)
         if missing or any(not k.startswith("fc.") for k in unexpected):
@@ -337,27 +327,77 @@ def train(cfg: TrainConfig, log=print) -> dict:
             raise ValueError(f"GFIQA needs its pretrained StyleGAN2 prior: {PRIOR_FILES[model.config['prior']]}. "
                              "Pass it with --prior FILE (--allow-random-prior trains with a random prior: tests only)")
         model.init_mean_latent()
-    model.to(cfg.device)
+    return model.to(cfg.device)
+
+
+def _loaders(cfg: TrainConfig, splits: dict[str, list[dict]], size: int) -> dict[str, DataLoader]:
     loaders = {
-        name: DataLoader(MOSDataset(cfg.images, rows, size, metric_name, hflip=cfg.hflip and name == "train"),
+        name: DataLoader(MOSDataset(cfg.images, rows, size, MODELS[cfg.model], hflip=cfg.hflip and name == "train"),
                          batch_size=cfg.batch_size, shuffle=name == "train", num_workers=cfg.workers, drop_last=False)
         for name, rows in splits.items() if rows
     }
     if "train" not in loaders or "val" not in loaders:
         raise ValueError("the split left no training or validation images; provide more images")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    objective = GFIQAObjective(cfg.loss_weights, perceptual_net=cfg.perceptual_net,
-                               allow_random_perceptual=cfg.allow_random_perceptual).to(cfg.device)
+    return loaders
+
+
+@dataclass
+class _Optimisation:
+    """What one training step needs besides the model and the batch."""
+
+    objective: GFIQAObjective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, opt: _Optimisation, cfg: TrainConfig, epoch: int) -> float:
+    """One pass over the training split; returns the mean loss."""
+    from tqdm import tqdm
+
+    model.train()
+    losses = []
+    batches = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+    for images, mos in batches:
+        images, mos = images.to(cfg.device), mos.to(cfg.device)
+        with torch.autocast("cuda", enabled=opt.use_amp):
+            loss, _ = opt.objective(model, images, mos)
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        losses.append(loss.item())
+        batches.set_postfix(loss=f"{losses[-1]:.4f}")
+    opt.scheduler.step()
+    return float(np.mean(losses))
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train, keeping ``best.pth`` (best validation SRCC) and ``last.pth`` (resumable) in ``cfg.out``."""
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = split_rows(read_meta(cfg.meta), cfg.seed)
+    write_split(out / "split.csv", splits)  # the exact split of this run: pass it as --meta to reproduce
+    model = prepare_model(cfg)
+    metric_name = MODELS[cfg.model]
+    loaders = _loaders(cfg, splits, model.input_size)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     use_amp = cfg.amp and cfg.device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    opt = _Optimisation(
+        objective=GFIQAObjective(cfg.loss_weights, perceptual_net=cfg.perceptual_net,
+                                 allow_random_perceptual=cfg.allow_random_perceptual).to(cfg.device),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma),
+        scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp)
     start_epoch, best = 0, {"srcc": -math.inf, "epoch": -1}
     if cfg.resume and (out / "last.pth").is_file():
         state = read_training_state(out / "last.pth")
         model.load_state_dict(state[get_spec(metric_name).checkpoint_key])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        opt.optimizer.load_state_dict(state["optimizer"])
+        opt.scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         log(f"resumed from epoch {state['epoch']}")
     log_path = out / "log.csv"
@@ -367,31 +407,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if new_log:
             writer.writerow(["epoch", "lr", "train_loss", "val_srcc", "val_plcc", "val_rmse", "seconds"])
         for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            started, losses = time.time(), []
-            batches = tqdm(loaders["train"], desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-                           leave=False)
-            for images, mos in batches:
-                images, mos = images.to(cfg.device), mos.to(cfg.device)
-                with torch.autocast("cuda", enabled=use_amp):
-                    loss, _ = objective(model, images, mos)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(loss.item())
-                batches.set_postfix(loss=f"{losses[-1]:.4f}")
-            scheduler.step()
+            started = time.time()
+            loss = _train_epoch(model, loaders["train"], opt, cfg, epoch)
             val = correlation_metrics(*predict(model, loaders["val"], cfg.device))
-            writer.writerow([epoch, scheduler.get_last_lr()[0], float(np.mean(losses)), val["srcc"], val["plcc"],
-                             val["rmse"], round(time.time() - started, 1)])
+            writer.writerow([epoch, opt.scheduler.get_last_lr()[0], loss, val["srcc"], val["plcc"], val["rmse"],
+                             round(time.time() - started, 1)])
             fh.flush()
             if val["srcc"] > best["srcc"]:
                 best = {"srcc": val["srcc"], "epoch": epoch}
                 save_checkpoint(out / "best.pth", model, metric_name, val=val)
-            save_checkpoint(out / "last.pth", model, metric_name, optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), epoch=epoch, best=best)
-            log(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}  val SRCC {val['srcc']:.4f} PLCC {val['plcc']:.4f}")
+            save_checkpoint(out / "last.pth", model, metric_name, optimizer=opt.optimizer.state_dict(),
+                            scheduler=opt.scheduler.state_dict(), epoch=epoch, best=best)
+            log(f"epoch {epoch + 1}: loss {loss:.4f}  val SRCC {val['srcc']:.4f} PLCC {val['plcc']:.4f}")
     # model selection as the paper: the epoch with the highest validation SRCC (best.pth) is tested
     result = {"best": best, "selection": "highest validation SRCC", "split_file": "split.csv",
               "split_sizes": {name: len(rows) for name, rows in splits.items()}}

@@ -35,7 +35,13 @@ def validate_config(spec: MetricSpec, config: dict, source: object = "config") -
         ...
         ifqa_loss.weights.read.CheckpointError: config: num_bottleneck=-1 is out of range ...
     """
-    parameters = inspect.signature(spec.build).parameters
+    check = getattr(spec.build, "check_config", None)  # a builder's own refusals (e.g. a removed variant)
+    if check is not None:
+        try:
+            check(config)
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: {exc}") from exc
+    parameters = inspect.signature(getattr(spec.build, "architecture", spec.build)).parameters
     for key, value in config.items():
         if key not in parameters or key == "self":
             raise CheckpointError(f"{source}: unknown architecture argument {key!r} for {spec.name!r} (known: "

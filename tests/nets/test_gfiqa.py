@@ -120,5 +120,7 @@ def test_checkpoint_of_the_removed_variant_is_refused_by_load_metric(tmp_path):
     legacy_config = {**{k: list(v) if isinstance(v, tuple) else v for k, v in TINY_GFIQA.items() if k != "prior"},
                      "channel_multiplier": 1}
     torch.save({"model": tiny_gfiqa().state_dict(), "arch": "gfiqa", "config": legacy_config}, tmp_path / "best.pth")
-    with pytest.raises(ValueError, match="pre-paper variant"):
+    from ifqa_loss.weights import CheckpointError
+
+    with pytest.raises(CheckpointError, match="pre-paper variant"):
         load_metric("gfiqa", checkpoint=tmp_path / "best.pth")
