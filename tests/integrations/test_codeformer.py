@@ -45,7 +45,9 @@ def test_patched_joint_model_registers_ifqa_in_codeformers_own_basicsr(source, t
 
 
 @pytest.mark.skipif(os.environ.get("IFQA_TEST_CODEFORMER_LOOP") != "1",
-                    reason="CodeFormer's loop at 512 px takes ~5 min on 2 CPU cores; set IFQA_TEST_CODEFORMER_LOOP=1")
+                    reason="opt-in (IFQA_TEST_CODEFORMER_LOOP=1): 164 s on 2 quiet CPU cores; it fails today — the "
+                           "logged l_g_ifqa (0.2304) differs from IFQA recomputed on the step's output (0.2285), "
+                           "unexplained, see issue 11")
 def test_generator_objective_is_codeformers_plus_weighted_ifqa(source, tmp_path):
     patched = _prepare(source, tmp_path / "patched", patched=True)
     unpatched = _prepare(source, tmp_path / "upstream", patched=False)
