@@ -100,7 +100,9 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
         # without CUDA, DataParallel is a pass-through wrapper.
         model.net_g = torch.nn.DataParallel(model.net_g)
     dataset = build_dataset(opt["datasets"]["train"])
-    plain_ifqa = IFQALoss(metric=metric, out_of_range="clamp")
+    # The recipe's region weights (eyes/mouth/nose emphasised, background ignored) and the basicsr adapter's clamp.
+    plain_ifqa = IFQALoss(metric=metric, out_of_range="clamp",
+                          region_weights=opt["train"]["ifqa_opt"]["region_weights"])
 
     seen = []
     original_backward = torch.Tensor.backward
@@ -114,7 +116,8 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
     patched, reference = models["patched"], models["upstream"]
     for current_iter in (1, 2):
         batch = torch.utils.data.default_collate([dataset[current_iter - 1]])
-        for name in ("net_g", "net_d", "hq_vqgan_fix", "optimizer_g", "optimizer_d"):
+        # cri_perceptual too: each model drew its own random LPIPS backbone (run_offline's stand-in weights).
+        for name in ("net_g", "net_d", "hq_vqgan_fix", "cri_perceptual", "optimizer_g", "optimizer_d"):
             getattr(reference, name).load_state_dict(getattr(patched, name).state_dict())
         totals = {}
         for name, model in (("upstream", reference), ("patched", patched)):

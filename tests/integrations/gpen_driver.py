@@ -52,8 +52,10 @@ def main():
     g_ema.eval()
     patched.accumulate(g_ema, generator, 0)
     g_reg_ratio, d_reg_ratio = args.g_reg_every / (args.g_reg_every + 1), args.d_reg_every / (args.d_reg_every + 1)
-    g_optim = torch.optim.Adam(generator.parameters(), lr=0.002 * g_reg_ratio, betas=(0 ** g_reg_ratio, 0.99 ** g_reg_ratio))
-    d_optim = torch.optim.Adam(discriminator.parameters(), lr=0.002 * d_reg_ratio, betas=(0 ** d_reg_ratio, 0.99 ** d_reg_ratio))
+    g_optim = torch.optim.Adam(generator.parameters(), lr=0.002 * g_reg_ratio,
+                               betas=(0 ** g_reg_ratio, 0.99 ** g_reg_ratio))
+    d_optim = torch.optim.Adam(discriminator.parameters(), lr=0.002 * d_reg_ratio,
+                               betas=(0 ** d_reg_ratio, 0.99 ** d_reg_ratio))
     id_weights = Backbone(input_size=112, num_layers=50, drop_ratio=0.6, mode="ir_se").state_dict()
     id_loss = patched.IDLoss(patched_dir, "cpu", ckpt_dict=id_weights)
     lpips_func = patched.lpips.LPIPS(net="alex", version="0.1", pnet_rand=True)

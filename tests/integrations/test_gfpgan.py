@@ -63,8 +63,8 @@ def _options(tmp_path: Path, ifqa_checkpoint: Path, total_iter: int, resume_stat
 def _train(tmp_path: Path, options: Path) -> str:
     """Stdout, stderr and the log file(s) this run wrote (each basicsr run starts a new log file)."""
     earlier_logs = set(tmp_path.glob("experiments/*/train_*.log"))
-    done = subprocess.run([sys.executable, str(RUN_OFFLINE), str(RECIPE / "train_gfpgan_ifqa.py"), "-opt", str(options)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    command = [sys.executable, str(RUN_OFFLINE), str(RECIPE / "train_gfpgan_ifqa.py"), "-opt", str(options)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     logs = sorted(set(tmp_path.glob("experiments/*/train_*.log")) - earlier_logs)
     return done.stdout + done.stderr + "".join(p.read_text() for p in logs)
