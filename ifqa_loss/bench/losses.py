@@ -132,19 +132,21 @@ def measure_losses(cfg, log=print) -> list[dict]:
 
 
 def compare_with_naive(cfg, log=print) -> dict:
-    """IFQALoss fp32 / bf16 against the naive drop-in (fp32) at ``cfg.goal_batch``, timed round-robin."""
+    """IFQALoss (fp32, and bf16 when ``cfg.variants`` has it) against the naive drop-in (fp32), round-robin.
+
+    At ``cfg.goal_batch`` and ``cfg.goal_size``; ``ratios[variant]`` is IFQALoss time / naive time.
+    """
     pred, target = inputs(cfg.goal_batch, cfg.goal_size, cfg.device)
-    contenders = {"ifqa fp32": ("ifqa", "fp32"), "ifqa bf16": ("ifqa", "bf16"), "naive fp32": ("naive-ifqa", "fp32")}
+    variants = ["fp32"] + (["bf16"] if "bf16" in cfg.variants else [])
+    contenders = {f"ifqa {v}": ("ifqa", v) for v in variants} | {"naive fp32": ("naive-ifqa", "fp32")}
     steps = {label: forward_backward_step(build_loss(name, variant, cfg)[0], variant, cfg.device, pred, target)
              for label, (name, variant) in contenders.items()}
     times = interleaved(steps, rounds=cfg.goal_rounds, warmup=cfg.warmup)
-    medians = {label: s["median"] for label, s in times.items()}
+    naive = times["naive fp32"]["median"]
     result = {
         "batch": cfg.goal_batch, "input": cfg.goal_size, "rounds": cfg.goal_rounds, "forward_backward_ms": times,
-        "ratio_fp32_vs_naive": medians["ifqa fp32"] / medians["naive fp32"],
-        "ratio_bf16_vs_naive": medians["ifqa bf16"] / medians["naive fp32"],
-        "ifqa_bf16_images_per_s": cfg.goal_batch / (medians["ifqa bf16"] / 1e3),
+        "ratios": {v: times[f"ifqa {v}"]["median"] / naive for v in variants},
+        "images_per_s": {v: cfg.goal_batch / (times[f"ifqa {v}"]["median"] / 1e3) for v in variants},
     }
-    log(f"  IFQALoss time / naive drop-in time: fp32 {result['ratio_fp32_vs_naive']:.2f}x, "
-        f"bf16 {result['ratio_bf16_vs_naive']:.2f}x")
+    log("  IFQALoss time / naive drop-in time: " + ", ".join(f"{v} {r:.2f}x" for v, r in result["ratios"].items()))
     return result

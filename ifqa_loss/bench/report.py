@@ -64,9 +64,8 @@ def markdown(report: dict) -> str:
         lines += ["", f"### IFQALoss vs the naive drop-in (batch {naive['batch']}, {naive['input']} input, "
                       f"{naive['rounds']} rounds)", "", "| contender | fwd+bwd ms |", "|---|---:|"]
         lines += [f"| {label} | {_ms(s)} |" for label, s in naive["forward_backward_ms"].items()]
-        lines += ["", f"IFQALoss time / naive time: fp32 **{naive['ratio_fp32_vs_naive']:.2f}x**, "
-                      f"bf16 **{naive['ratio_bf16_vs_naive']:.2f}x**; "
-                      f"IFQALoss bf16 throughput {naive['ifqa_bf16_images_per_s']:.1f} images/s."]
+        lines += ["", "IFQALoss time / naive time: " + ", ".join(
+            f"{v} **{r:.2f}x** ({naive['images_per_s'][v]:.1f} images/s)" for v, r in naive["ratios"].items()) + "."]
         noisy.update(naive["forward_backward_ms"])
     if report.get("generator"):
         first = report["generator"][0]

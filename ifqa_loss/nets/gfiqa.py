@@ -221,31 +221,46 @@ class GFIQA(nn.Module):
         """Set w̄ from the prior's mapping network (call after loading the prior's weights)."""
         self.w_avg.copy_(self.generator.mean_latent(num_samples))
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N,3,S,S) -> (codes (N,num_latent,S_w) offsets Δw, deepest stage features (N,2048,S/32,S/32))."""
+    def encode(self, x: torch.Tensor, num_codes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,3,S,S) -> (codes (N,num_codes,S_w) offsets Δw, deepest stage features (N,2048,S/32,S/32)).
+
+        ``num_codes`` (default: all ``num_latent``) computes only the first codes: the score needs
+        the first K, and the heads of the later codes read the largest stage (at 512, the four
+        Stage1 heads are about half of GFIQA's FLOPs), so scoring skips them and their pyramid level.
+        """
+        num_codes = self.generator.num_latent if num_codes is None else num_codes
+        if not 1 <= num_codes <= self.generator.num_latent:
+            raise ValueError(f"num_codes must be in 1..{self.generator.num_latent}, got {num_codes}")
         stages = self.encoder(x)
         codes, top = [], None
         index = 0
         for depth, count in enumerate(self.code_groups):
+            if index >= num_codes:
+                break
             stage = len(stages) - 1 - depth
             lateral = self.lateral[stage](stages[stage])
             top = lateral if top is None else lateral + F.interpolate(top, size=lateral.shape[-2:], mode="bilinear",
                                                                       align_corners=False)
-            codes.extend(head(top) for head in self.styles[index:index + count])
+            codes.extend(head(top) for head in self.styles[index:min(index + count, num_codes)])
             index += count
         return torch.stack(codes, dim=1), stages[-1]
 
     def latents(self, codes: torch.Tensor, num_injected: int) -> torch.Tensor:
-        """W+ with the first ``num_injected`` codes = w̄ + Δw and the rest = w̄: (N,num_latent,S_w)."""
-        w = self.w_avg[:, None].expand(codes.shape[0], codes.shape[1], -1)
-        keep = torch.zeros(codes.shape[1], 1, device=codes.device, dtype=codes.dtype)
-        keep[:num_injected] = 1
-        return w + codes * keep
+        """W+ (N,num_latent,S_w): the first ``num_injected`` codes are w̄ + Δw, the rest w̄.
+
+        ``codes`` (N,n,S_w) needs ``n >= num_injected`` entries (offsets after them are not read).
+        """
+        if codes.shape[1] < num_injected:
+            raise ValueError(f"{num_injected} codes are injected but only {codes.shape[1]} were given")
+        w = self.w_avg[:, None].expand(codes.shape[0], self.generator.num_latent, -1)
+        # Offsets beyond num_injected are zero: w + 0 is w exactly, as the paper discards those codes.
+        return w + F.pad(codes[:, :num_injected], (0, 0, 0, self.generator.num_latent - num_injected))
 
     def prior_features(self, codes: torch.Tensor, num_injected: int | None = None) -> torch.Tensor:
         """f_G(K): last-scale generator features for the first K codes (stored noise, deterministic)."""
         latents = self.latents(codes, self.num_injected if num_injected is None else num_injected)
-        _, features = self.generator(latents, input_is_latent=True, randomize_noise=False, return_features=True)
+        _, features = self.generator(latents, input_is_latent=True, randomize_noise=False, return_features=True,
+                                     return_image=False)
         return features
 
     def reconstruct(self, codes: torch.Tensor) -> torch.Tensor:
@@ -265,7 +280,7 @@ class GFIQA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N,3,S,S) in [-1,1] -> (N,) MOS."""
-        codes, f_e = self.encode(x)
+        codes, f_e = self.encode(x, num_codes=self.num_injected)  # later codes would be discarded
         return self.predict(x, codes, f_e)
 
 

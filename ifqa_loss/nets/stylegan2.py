@@ -169,7 +169,8 @@ class StyleGAN2Synthesis(nn.Module):
         randomize_noise: bool = True,
         return_features: bool = False,
         conditions: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return_image: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Synthesize images.
 
         Args:
@@ -178,8 +179,10 @@ class StyleGAN2Synthesis(nn.Module):
             return_features: also return the last-scale feature map (N,C,out_size,out_size).
             conditions: optional spatial feature transform per resolution 8..out_size:
                 ``(scale, shift)`` applied as ``x * scale + shift`` after the upsampling conv (GFP-GAN's SFT).
+            return_image: ``False`` skips the RGB branch (every ToRGB and skip upsampling); the
+                features do not depend on it, so they are the same tensor values.
         Returns:
-            ``(image (N,3,out_size,out_size), features or None)``.
+            ``(image (N,3,out_size,out_size) or None, features or None)``.
         """
         if styles.ndim == 2:
             if not input_is_latent:
@@ -193,7 +196,7 @@ class StyleGAN2Synthesis(nn.Module):
         noise = [None] * self.num_layers if randomize_noise else self.stored_noise()
 
         out = self.style_conv1(self.constant_input(latent.shape[0]), latent[:, 0], noise[0])
-        skip = self.to_rgb1(out, latent[:, 1])
+        skip = self.to_rgb1(out, latent[:, 1]) if return_image else None
         for level, to_rgb in enumerate(self.to_rgbs):
             i = 2 * level + 1
             out = self.style_convs[2 * level](out, latent[:, i], noise[i])
@@ -201,7 +204,8 @@ class StyleGAN2Synthesis(nn.Module):
                 scale, shift = conditions[level]
                 out = out * scale + shift
             out = self.style_convs[2 * level + 1](out, latent[:, i + 1], noise[i + 1])
-            skip = to_rgb(out, latent[:, i + 2], skip)
+            if return_image:
+                skip = to_rgb(out, latent[:, i + 2], skip)
         return skip, (out if return_features else None)
 
 

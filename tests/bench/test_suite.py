@@ -35,7 +35,8 @@ def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_config, tmp_pa
     for r in rows:
         assert r["forward_backward_ms"]["n"] == 2 and r["forward_backward_ms"]["median"] > 0
         assert r["images_per_s"] == pytest.approx(r["batch"] / (r["forward_backward_ms"]["median"] / 1e3))
-    assert report["naive_comparison"]["ratio_fp32_vs_naive"] > 0
+    assert set(report["naive_comparison"]["ratios"]) == {"fp32", "bf16"}  # bf16 because the variants have it
+    assert all(r > 0 for r in report["naive_comparison"]["ratios"].values())
     assert [g["step"] for g in report["generator"]] == ["generator only", "+ ifqa"]
     assert report["generator"][0]["overhead_ratio"] == 1.0
 
@@ -73,6 +74,14 @@ def test_gfiqa_loss_is_timed_when_asked_for():
                        gfiqa_kwargs=dict(TINY_GFIQA))
     rows = measure_losses(cfg, log=lambda msg: None)
     assert [(r["loss"], r["batch"]) for r in rows] == [("gfiqa", 2)] and rows[0]["images_per_s"] > 0
+
+
+def test_naive_comparison_times_bf16_only_when_the_variants_ask_for_it(tiny_config):
+    from ifqa_loss.bench.losses import compare_with_naive
+
+    tiny_config.variants = ("fp32",)  # the CPU default: emulated bf16 on a CPU is not a fast path
+    result = compare_with_naive(tiny_config, log=lambda msg: None)
+    assert set(result["ratios"]) == {"fp32"} and set(result["forward_backward_ms"]) == {"ifqa fp32", "naive fp32"}
 
 
 def test_unknown_loss_is_refused(capsys):

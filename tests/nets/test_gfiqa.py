@@ -19,6 +19,30 @@ def test_codes_after_k_do_not_change_the_prior_features():
         assert not torch.allclose(model.prior_features(codes), model.prior_features(changed))
 
 
+def test_forward_skips_the_discarded_codes_and_is_the_same_function():
+    """forward computes only the K injected codes; MOS and input gradient equal the all-codes path."""
+    model = tiny_gfiqa(seed=2).eval()
+    x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_()
+    codes, f_e = model.encode(x)
+    assert codes.shape[1] == model.generator.num_latent
+    reference = model.predict(x, codes, f_e)
+    (reference_grad,) = torch.autograd.grad(reference.sum(), x)
+    short_codes, _ = model.encode(x, num_codes=model.num_injected)
+    assert short_codes.shape[1] == model.num_injected
+    mos = model(x)
+    (grad,) = torch.autograd.grad(mos.sum(), x)
+    assert torch.equal(mos, reference)
+    torch.testing.assert_close(grad, reference_grad, rtol=0, atol=1e-12)
+
+
+def test_too_few_codes_for_the_injected_count_is_refused():
+    model = tiny_gfiqa()
+    with pytest.raises(ValueError, match="4 codes are injected but only 2"):
+        model.latents(torch.ones(1, 2, 16), num_injected=4)
+    with pytest.raises(ValueError, match="num_codes must be in 1..8"):
+        model.encode(torch.zeros(1, 3, 32, 32), num_codes=9)
+
+
 def test_uninjected_codes_sit_at_the_mean_latent():
     model = tiny_gfiqa()
     latents = model.latents(torch.ones(1, 8, 16), num_injected=3)

@@ -8,7 +8,7 @@ import torch
 from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 from ifqa_loss.nets.ifqa_unet_fast import FastIFQADiscriminator
 
-from reference import FIXTURES, pattern_input
+from reference import FIXTURES, pattern_input, read_rgb
 
 TINY = {"widths": (4, 8, 8, 16, 16), "num_bottleneck": 1}
 
@@ -52,12 +52,37 @@ def _assert_same_function(net, x, tolerance):
 
 
 def test_fp32_map_and_input_gradient_equal_the_published_structure(published):
-    # The fp32 input gradient of this network is ill-conditioned at LeakyReLU kinks and low-variance
-    # instance norms: on other inputs (face fixture at 128 px, pattern at 160 px) even the published
-    # fp32 path differs from its own float64 gradient by 3e-3 to 6e-3 of the largest entry, and the
-    # fast path by 6e-3 to 4e-2 (see the module docstring). The pattern at 96 px has no such kink near,
-    # so both fp32 paths agree to the stated bound; float64 (below) proves the algebra on any input.
+    # On this input both fp32 paths agree with each other (and with float64) within 1e-5; on others the
+    # fp32 input gradient itself is ill-conditioned: see the next test.
     _assert_same_function(published, pattern_input(96), 1e-5)
+
+
+@pytest.mark.parametrize("image", ["pattern", "face"])
+def test_fp32_input_gradient_is_as_accurate_as_the_published_fp32_path(published, image):
+    """At the published size, against the float64 gradient, the fast fp32 gradient's error is the published one's.
+
+    Neither fp32 path is within 1e-5 of the exact gradient here: the published fp32 gradient is off by
+    ~1e-3 (relative L2) on both fixtures, because the input gradient is ill-conditioned (LeakyReLU kinks,
+    instance norms over 8x8 bottleneck maps), so "fast == published within 1e-5" cannot hold for any
+    reordering of the arithmetic. What holds: both are the same distance from the truth (within 2x, the
+    fast path was 1.0x and 1.3x here; on other inputs 0.24x-22x, see the module docstring), and the maps
+    agree within 2e-5 (1.1e-5 seen on the face).
+    """
+    x = pattern_input(256) if image == "pattern" else read_rgb("face256.png") * 2 - 1
+    exact = IFQADiscriminator().eval().requires_grad_(False)
+    exact.load_state_dict(published.state_dict())
+    _, exact_grad = _map_and_input_grad(exact.double(), x.double())
+
+    def map_and_grad_error(net):
+        qmap, grad = _map_and_input_grad(net, x)
+        return qmap, ((grad.double() - exact_grad).norm() / exact_grad.norm()).item()
+
+    published_map, published_grad_error = map_and_grad_error(published)
+    fast_map, fast_grad_error = map_and_grad_error(FastIFQADiscriminator.from_published(published))
+    # Maps: 1.1e-5 apart on the face (each path vs float64: published 7.9e-6, fast 1.1e-5), <= 1e-5 on patterns.
+    assert (fast_map - published_map).abs().max().item() <= 2e-5
+    assert published_grad_error <= 1e-2  # the fp32 baseline: ~1e-3
+    assert fast_grad_error <= 2 * published_grad_error
 
 
 def test_fp64_map_and_input_gradient_equal_the_published_structure(published):
@@ -112,9 +137,8 @@ def test_trainable_parameters_run_the_published_structure():
 
 
 @pytest.mark.skipif(os.environ.get("IFQA_TEST_COMPILE") != "1",
-                    reason="SLOW: torch.compile of the tiny IFQA took 462 s (fwd + bwd) and 689 s (forward) on 2 shared "
-                           "cores under load ~10; "
-                           "set IFQA_TEST_COMPILE=1 to run it")
+                    reason="SLOW: torch.compile of the tiny IFQA took 462 s (fwd + bwd) and 689 s (forward) on 2 "
+                           "shared cores under load ~10; set IFQA_TEST_COMPILE=1 to run it")
 @torch.no_grad()
 def test_torch_compile_on_cpu_matches_eager():
     """The inductor path works on CPU (tiny widths, 64 px, forward). First-call time printed, not asserted."""

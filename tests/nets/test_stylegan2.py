@@ -33,6 +33,16 @@ def test_wplus_latent_with_stored_noise_matches_reference_image(prior):
 
 
 @torch.no_grad()
+def test_features_without_the_rgb_branch_are_the_same_values():
+    net = StyleGAN2Generator(32, 16, 2, narrow=1 / 16).eval()
+    latent = torch.randn(2, net.num_latent, 16)
+    _, features = net(latent, input_is_latent=True, randomize_noise=False, return_features=True)
+    image, only = net(latent, input_is_latent=True, randomize_noise=False, return_features=True, return_image=False)
+    assert image is None
+    assert torch.equal(only, features)
+
+
+@torch.no_grad()
 def test_z_through_style_mlp_matches_reference_image(prior):
     z = torch.from_numpy(np.load(FIXTURES / "stylegan2_z.npy"))
     image, features = prior(z, randomize_noise=False)
