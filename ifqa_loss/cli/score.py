@@ -29,32 +29,43 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, default_device, device_a
 MAX_STEM_BYTES = 160
 
 
-def score_images(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..imageio import (
-        IMAGE_SUFFIXES,
-        ImageReadError,
-        check_pixel_count,
-        list_images,
-        read_image,
-        read_image_official,
-    )
-    from ..metric import load_metric
-    from ..weights import CheckpointError
-
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options before any image is read, with the fix; None when nothing is."""
     if args.batch_size < 1:
-        return fail("--batch-size must be >= 1")
+        return "--batch-size must be >= 1"
     if args.max_pixels < 1:
-        return fail("--max-pixels must be >= 1")
+        return "--max-pixels must be >= 1"
     if args.maps:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            return fail("--maps needs matplotlib: pip install 'ifqa-loss[viz]'")
+            return "--maps needs matplotlib: pip install 'ifqa-loss[viz]'"
         problem = _check_writable_folder(Path(args.maps))
         if problem:
-            return fail(f"--maps {printable(args.maps)}: {problem}; choose a folder you can write to")
+            return f"--maps {printable(args.maps)}: {problem}; choose a folder you can write to"
+    return None
+
+
+def _read(path: Path, args: argparse.Namespace) -> torch.Tensor:
+    """The image as the chosen preprocessing reads it; raises ImageReadError (too many pixels, unreadable)."""
+    from ..imageio import check_pixel_count, read_image, read_image_official
+
+    check_pixel_count(path, args.max_pixels)
+    with warnings.catch_warnings():  # the pixel limit above is the one that applies
+        warnings.simplefilter("ignore", _decompression_bomb_warning())
+        return read_image_official(path) if args.preprocess == "official" else read_image(path)
+
+
+def score_images(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..imageio import IMAGE_SUFFIXES, ImageReadError, list_images
+    from ..metric import load_metric
+    from ..weights import CheckpointError
+
+    problem = _argument_problem(args)
+    if problem:
+        return fail(problem)
     paths = args.paths or [str(Path(__file__).parent.parent / "samples")]
     images, problems = list_images(paths)
     for problem in problems:
@@ -79,10 +90,7 @@ def score_images(args: argparse.Namespace) -> int:
     try:
         for path in images:
             try:
-                check_pixel_count(path, args.max_pixels)
-                with warnings.catch_warnings():  # the pixel limit above is the one that applies
-                    warnings.simplefilter("ignore", _decompression_bomb_warning())
-                    image = read_image_official(path) if official else read_image(path)
+                image = _read(path, args)
             except ImageReadError as exc:
                 _skip(str(exc), problems)
                 progress.update(1)

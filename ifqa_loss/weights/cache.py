@@ -180,26 +180,11 @@ def _save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> No
             fh.write(canonical.ljust(size, b" "))
 
 
-def import_checkpoint(path: str | os.PathLike, metric: str | None = None, *, sha256: str | None = None) -> dict:
-    """Check a downloaded checkpoint and store a safetensors copy in :func:`cache_dir`.
-
-    What is checked is the file's *layout* — tensor names, shapes, dtypes, finite values
-    and stored configuration for the metric (identified from the keys unless given) — not
-    its *provenance*: a file of the right layout with other values is accepted. Pass
-    ``sha256`` (the digest the authors publish, or one you recorded) to pin the exact file.
-    Returns the manifest entry (metric, source path, sha256 of the source, stored file,
-    its sha256, date). Identical imports store byte-identical files.
-    """
+def _verified_metric(source: Path, state_dict: dict, config: dict, metric: str | None, recorded: str | None) -> str:
+    """The metric the checkpoint holds (asked for, recorded in the file, or identified from its keys), its layout
+    checked; raises CheckpointError naming what does not match."""
     from .verify import check_state_dict, identify
 
-    source = Path(path).expanduser()
-    try:
-        source = source.resolve()
-    except (OSError, RuntimeError) as exc:  # a symbolic link loop (RuntimeError before Python 3.13)
-        raise CheckpointError(f"checkpoint {str(source)!r} cannot be resolved ({exc}): point it at the real file") \
-            from None
-    state_dict, config, recorded = read_checkpoint(source, sha256=sha256)
-    source_sha256 = sha256.strip().lower() if sha256 else sha256_file(source)
     if recorded is not None and recorded.lower() not in METRICS:
         recorded = None
     if metric and recorded and get_spec(metric).name != recorded:
@@ -212,6 +197,28 @@ def import_checkpoint(path: str | os.PathLike, metric: str | None = None, *, sha
     report = check_state_dict(state_dict, name, config)
     if not report.ok:
         raise CheckpointError(f"{source}: {report}")
+    return name
+
+
+def import_checkpoint(path: str | os.PathLike, metric: str | None = None, *, sha256: str | None = None) -> dict:
+    """Check a downloaded checkpoint and store a safetensors copy in :func:`cache_dir`.
+
+    What is checked is the file's *layout* — tensor names, shapes, dtypes, finite values
+    and stored configuration for the metric (identified from the keys unless given) — not
+    its *provenance*: a file of the right layout with other values is accepted. Pass
+    ``sha256`` (the digest the authors publish, or one you recorded) to pin the exact file.
+    Returns the manifest entry (metric, source path, sha256 of the source, stored file,
+    its sha256, date). Identical imports store byte-identical files.
+    """
+    source = Path(path).expanduser()
+    try:
+        source = source.resolve()
+    except (OSError, RuntimeError) as exc:  # a symbolic link loop (RuntimeError before Python 3.13)
+        raise CheckpointError(f"checkpoint {str(source)!r} cannot be resolved ({exc}): point it at the real file") \
+            from None
+    state_dict, config, recorded = read_checkpoint(source, sha256=sha256)
+    source_sha256 = sha256.strip().lower() if sha256 else sha256_file(source)
+    name = _verified_metric(source, state_dict, config, metric, recorded)
     root = _checked_root(create=True)
     target = root / get_spec(name).cache_filename
     metadata = {"metric": name, "config": json.dumps({k: list(v) if isinstance(v, tuple) else v
@@ -236,15 +243,20 @@ def import_checkpoint(path: str | os.PathLike, metric: str | None = None, *, sha
             _write_atomically(root / MANIFEST,
                               lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), "utf-8"))
     except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise CheckpointError(f"the weights folder {root} is not writable ({exc.strerror}): set IFQA_LOSS_HOME "
-                                  "to a writable folder") from None
-        if exc.errno == errno.ENOSPC:
-            raise CheckpointError(f"no space left on the device of {root}: free space or set IFQA_LOSS_HOME to "
-                                  "another folder") from None
-        raise CheckpointError(f"cannot write to the weights folder {root} ({exc}): set IFQA_LOSS_HOME to a "
-                              "writable folder") from None
+        raise _write_error(root, exc) from None
     return entry
+
+
+def _write_error(root: Path, exc: OSError) -> CheckpointError:
+    """A failed write to the weights folder, said with its cause and the fix."""
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CheckpointError(f"the weights folder {root} is not writable ({exc.strerror}): set IFQA_LOSS_HOME "
+                               "to a writable folder")
+    if exc.errno == errno.ENOSPC:
+        return CheckpointError(f"no space left on the device of {root}: free space or set IFQA_LOSS_HOME to "
+                               "another folder")
+    return CheckpointError(f"cannot write to the weights folder {root} ({exc}): set IFQA_LOSS_HOME to a "
+                           "writable folder")
 
 
 def installed() -> list[dict]:
