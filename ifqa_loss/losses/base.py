@@ -45,6 +45,7 @@ class FrozenMetricLoss(nn.Module):
         dtype: torch.dtype | None = None,
         check_values: bool = True,
         random_weights: bool = False,
+        sha256: str | None = None,
     ):
         super().__init__()
         if reduction not in QF.REDUCTIONS:
@@ -55,8 +56,8 @@ class FrozenMetricLoss(nn.Module):
         if out_of_range not in OUT_OF_RANGE:
             raise ValueError(f"out_of_range must be one of {OUT_OF_RANGE}, got {out_of_range!r}")
         if isinstance(metric, QualityMetric):
-            if checkpoint is not None or random_weights:
-                raise ValueError("pass either a loaded metric or checkpoint=/random_weights=, not both")
+            if checkpoint is not None or random_weights or sha256 is not None:
+                raise ValueError("pass either a loaded metric or checkpoint=/random_weights=/sha256=, not both")
             loaded = metric.with_options(channels_last=channels_last, compile=compile, precision=precision,
                                          fast=fast if fast is not None else metric.fast).to(device=device, dtype=dtype)
         else:
@@ -64,7 +65,7 @@ class FrozenMetricLoss(nn.Module):
                 metric, checkpoint, default=self.default_metric)
             loaded = load_metric(name, checkpoint=checkpoint, device=device or "cpu", dtype=dtype,
                                  channels_last=channels_last, compile=compile, precision=precision, fast=fast,
-                                 random_weights=random_weights)
+                                 random_weights=random_weights, sha256=sha256)
         self.__dict__["metric"] = loaded  # unregistered on purpose (see the class docstring)
         self.input_range = input_range
         self.reduction = reduction

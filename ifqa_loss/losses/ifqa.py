@@ -36,6 +36,8 @@ class IFQALoss(FrozenMetricLoss):
         check_values: refuse NaN/Inf and out-of-range values (one host sync per call); ``False``
             keeps only the shape/dtype/device checks, for the last few percent of GPU throughput.
         random_weights: RANDOM metric weights, to test wiring without the official files (warns).
+        sha256: the checkpoint's expected digest (hex): any other file is refused (pins provenance;
+            the layout is always checked).
 
     Forward: ``pred`` (N,3,H,W) in ``input_range``, any H,W -> loss (scalar, or (N,) for
     ``reduction="none"``); with ``return_map=True`` also the (N,1,S,S) float32 quality map.

@@ -75,3 +75,19 @@ def test_random_weights_and_a_checkpoint_are_exclusive(tmp_path):
 
 def test_ifqa_plus_loss_defaults_to_ifqa_plus_plus(ifqa_vit_checkpoint):
     assert IFQAPlusLoss(checkpoint=ifqa_vit_checkpoint).metric.name == "ifqa++"
+
+
+def test_sha256_pins_the_checkpoint_file(tmp_path):
+    from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
+    from ifqa_loss.weights import CheckpointError, save_checkpoint
+    from ifqa_loss.weights.read import sha256_file
+
+    path = save_checkpoint(tmp_path / "d.pth", IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1), "ifqa")
+    assert IFQALoss(checkpoint=path, sha256=sha256_file(path).upper()).metric.name == "ifqa"
+    with pytest.raises(CheckpointError, match="not the pinned file"):
+        IFQALoss(checkpoint=path, sha256="0" * 64)
+
+
+def test_sha256_with_an_already_loaded_metric_is_refused():
+    with pytest.raises(ValueError, match="sha256="):
+        IFQALoss(metric=tiny_ifqa_metric(), sha256="0" * 64)

@@ -1,4 +1,3 @@
-import os
 import time
 
 import numpy as np
@@ -30,9 +29,10 @@ def _tiny(seed: int = 0) -> IFQADiscriminator:
     return net
 
 
-def _map_and_input_grad(net, x):
+def _map_and_input_grad(logits, x):
+    """``logits``: (N,3,H,W) -> (N,1,H,W), e.g. ``net.logits``; returns the map and d mean(map) / d x."""
     x = x.clone().requires_grad_()
-    qmap = torch.sigmoid(net.logits(x))
+    qmap = torch.sigmoid(logits(x))
     (grad,) = torch.autograd.grad(qmap.mean(), x)
     return qmap.detach(), grad
 
@@ -43,8 +43,8 @@ def _max_relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _assert_same_function(net, x, tolerance):
     fast = FastIFQADiscriminator.from_published(net)
-    ref_map, ref_grad = _map_and_input_grad(net, x)
-    fast_map, fast_grad = _map_and_input_grad(fast, x)
+    ref_map, ref_grad = _map_and_input_grad(net.logits, x)
+    fast_map, fast_grad = _map_and_input_grad(fast.logits, x)
     assert fast_map.dtype == x.dtype
     assert (fast_map - ref_map).abs().max().item() <= tolerance
     # The gradient of the mean score is ~1e-5 in size: compared relative to its largest entry.
@@ -71,10 +71,10 @@ def test_fp32_input_gradient_is_as_accurate_as_the_published_fp32_path(published
     x = pattern_input(256) if image == "pattern" else read_rgb("face256.png") * 2 - 1
     exact = IFQADiscriminator().eval().requires_grad_(False)
     exact.load_state_dict(published.state_dict())
-    _, exact_grad = _map_and_input_grad(exact.double(), x.double())
+    _, exact_grad = _map_and_input_grad(exact.double().logits, x.double())
 
     def map_and_grad_error(net):
-        qmap, grad = _map_and_input_grad(net, x)
+        qmap, grad = _map_and_input_grad(net.logits, x)
         return qmap, ((grad.double() - exact_grad).norm() / exact_grad.norm()).item()
 
     published_map, published_grad_error = map_and_grad_error(published)
@@ -136,16 +136,18 @@ def test_trainable_parameters_run_the_published_structure():
     assert net.encoder128.conv1.bias.grad is not None
 
 
-@pytest.mark.skipif(os.environ.get("IFQA_TEST_COMPILE") != "1",
-                    reason="SLOW: torch.compile of the tiny IFQA took 462 s (fwd + bwd) and 689 s (forward) on 2 "
-                           "shared cores under load ~10; set IFQA_TEST_COMPILE=1 to run it")
-@torch.no_grad()
-def test_torch_compile_on_cpu_matches_eager():
-    """The inductor path works on CPU (tiny widths, 64 px, forward). First-call time printed, not asserted."""
+def test_torch_compile_on_cpu_matches_eager_map_and_input_gradient():
+    """The inductor path works on CPU (tiny widths, 64 px): map and input gradient equal eager.
+
+    First-call time is printed, not asserted (measured: forward alone 44 s with a cold inductor cache
+    on 2 quiet cores; PyTorch caches the compiled kernels on disk, TORCHINDUCTOR_CACHE_DIR).
+    """
     net = _tiny()
     compiled = torch.compile(FastIFQADiscriminator.from_published(net).logits)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     start = time.perf_counter()
-    out = compiled(x)
-    print(f"torch.compile first call (forward), tiny IFQA at 64 px: {time.perf_counter() - start:.1f} s")
-    torch.testing.assert_close(out, net.logits(x), atol=1e-5, rtol=0)
+    compiled_map, compiled_grad = _map_and_input_grad(compiled, x)
+    print(f"torch.compile first call (forward + backward), tiny IFQA at 64 px: {time.perf_counter() - start:.1f} s")
+    eager_map, eager_grad = _map_and_input_grad(net.logits, x)
+    torch.testing.assert_close(compiled_map, eager_map, atol=1e-5, rtol=0)
+    assert _max_relative(compiled_grad, eager_grad) <= 1e-4
