@@ -23,13 +23,14 @@ _KEEP = object()  # with_options: "leave this option as it is" (None is a meanin
 # (device type, compiled) -> use it. Decided from measurements, fwd + backward to the input,
 # published-size IFQA at 256x256, fp32:
 # | device, mode       | published      | fast           | source                                          |
-# | CPU eager, batch 2 | 29.2 s median  | 23.8 s median  | this repo, 2026-11-30, 1 thread on a 2-core VM  |
-# |                    | (20.1-29.7)    | (22.2-25.5)    | under load ~10: OMP_NUM_THREADS=1 python        |
-# |                    |                |                | benchmarks/fast_net_timing.py --batch 2 --rounds 3 |
+# | CPU eager, batch 2 | 2.42-2.69 s    | 1.93-2.51 s    | this repo, 2026-11-30, 2 threads, quiet 2-core  |
+# |                    | (fwd: 1.32-1.43)| (fwd: 1.00-1.07)| AMD EPYC, round-robin 4 rounds (RESULTS.md);   |
+# |                    |                |                | earlier: 1 thread under load, 29.2 vs 23.8 s    |
 # | CUDA eager, bs 64  | 820 img/s bf16 | 717-747 img/s  | issue 14's H100 probe of the same rewrites      |
 # | CUDA compiled, 64  | 1,126 img/s    | 2,421 img/s    | issue 14's H100 probe (channels_last + compile) |
 # CPU batch 256 was not measured (about an hour per round on this machine). The CUDA rows are
-# the issue's probe, not this implementation: re-measure with `ifqa-loss bench --device cuda`.
+# the issue's probe, not this implementation: re-measure with `ifqa-loss bench --device cuda --losses ifqa
+# --variants fp32,published,bf16,compile` (CPU: the same with --device cpu --variants fp32,published).
 # CPU compiled is not timed here (compiling took minutes); fewer FLOPs make it the default there.
 FAST_IFQA_BY_DEFAULT = {
     ("cpu", False): True,
