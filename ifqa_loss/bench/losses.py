@@ -16,7 +16,7 @@ from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 from ifqa_loss.nets.ifqa_vit import IFQAViT
 from ifqa_loss.registry import get_spec
 
-from .memory import PeakMemory
+from .memory import PeakMemory, SavedForBackward
 from .timing import interleaved
 
 ALL_LOSSES = ("l1", "lpips-alex", "lpips-vgg", "ifqa", "naive-ifqa", "ifqa++", "gfiqa")
@@ -117,13 +117,14 @@ def measure_losses(cfg, log=print) -> list[dict]:
                     pred, target = inputs(batch, size, cfg.device)
                     steps = {"fwd+bwd": forward_backward_step(loss_fn, variant, cfg.device, pred, target),
                              "fwd": forward_step(loss_fn, variant, cfg.device, pred, target)}
-                    with PeakMemory(cfg.device) as memory:
+                    with PeakMemory(cfg.device) as memory, SavedForBackward() as saved:
                         steps["fwd+bwd"]()
                     timed = interleaved(steps, rounds=cfg.repeats, warmup=cfg.warmup)
                     row = {"loss": name, "variant": variant, "batch": batch, "input": size,
                            "forward_ms": timed["fwd"], "forward_backward_ms": timed["fwd+bwd"],
                            "images_per_s": batch / (timed["fwd+bwd"]["median"] / 1e3),
-                           "peak_memory_mib": memory.peak_bytes / 2**20, "note": note}
+                           "peak_memory_mib": memory.peak_bytes / 2**20,
+                           "saved_for_backward_mib": saved.bytes / 2**20, "note": note}
                     rows.append(row)
                     log(f"  {name:<11} {variant:<18} batch {batch:<3} {size}px  fwd+bwd "
                         f"{row['forward_backward_ms']['median']:9.1f} ms")

@@ -6,6 +6,42 @@ import threading
 import torch
 
 
+class SavedForBackward:
+    """Bytes of the distinct tensor storages autograd keeps for backward while the block runs, in :attr:`bytes`.
+
+    The same on every device (what the graph holds, not what an allocator caches): on CPU, where
+    process RSS is a coarse upper bound, it is the activation memory of a forward + backward; on
+    CUDA, a lower bound of the peak (kernels' workspaces and temporaries come on top).
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(256, requires_grad=True)
+        >>> with SavedForBackward() as saved:
+        ...     loss = (x.exp() * 2).sum()    # exp keeps its 256-float output for backward
+        >>> saved.bytes
+        1024
+    """
+
+    def __init__(self):
+        self.bytes = 0
+        self._storages: dict[int, int] = {}
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        self._storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedForBackward:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._hooks.__exit__(*exc)
+        self.bytes = sum(self._storages.values())
+        return False
+
+
 class PeakMemory:
     """Peak memory above the starting level while the block runs, in :attr:`peak_bytes`.
 

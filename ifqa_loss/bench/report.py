@@ -46,18 +46,20 @@ def markdown(report: dict) -> str:
         f"## Benchmark — {env['device_name']} ({env['device']}), torch {env['torch']}, {env['date']}",
         "",
         f"Command: `{env['command']}`. {env['threads']} threads{load}. Times: median (min–max) of the "
-        "timed runs, taken round-robin across contenders.",
+        "timed runs, taken round-robin across contenders. Peak mem: the CUDA allocator's peak, or sampled "
+        "process RSS on CPU (coarse); saved MiB: the tensors autograd keeps for the backward (the same on "
+        "every device).",
         "",
         "### Loss cost (forward, and forward + backward to the input)",
         "",
-        "| loss | variant | batch | input | forward ms | fwd+bwd ms | images/s | peak mem MiB | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| loss | variant | batch | input | forward ms | fwd+bwd ms | images/s | peak mem MiB | saved MiB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     noisy = {}
     for r in report["losses"]:
         lines.append(f"| {r['loss']} | {r['variant']} | {r['batch']} | {r['input']} | {_ms(r['forward_ms'])} | "
                      f"{_ms(r['forward_backward_ms'])} | {r['images_per_s']:.1f} | {r['peak_memory_mib']:.0f} | "
-                     f"{r['note']} |")
+                     f"{r['saved_for_backward_mib']:.0f} | {r['note']} |")
         noisy[f"{r['loss']} {r['variant']} batch {r['batch']} {r['input']}px"] = r["forward_backward_ms"]
     naive = report.get("naive_comparison")
     if naive:

@@ -39,10 +39,13 @@ def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_config, tmp_pa
     assert all(r > 0 for r in report["naive_comparison"]["ratios"].values())
     assert [g["step"] for g in report["generator"]] == ["generator only", "+ ifqa"]
     assert report["generator"][0]["overhead_ratio"] == 1.0
+    saved = {(r["loss"], r["variant"], r["batch"]): r["saved_for_backward_mib"] for r in rows}
+    # IFQALoss keeps fewer activations than the naive drop-in (fast network, no weight gradients)
+    assert 0 < saved[("ifqa", "fp32", 2)] < saved[("naive-ifqa", "fp32", 2)]
 
     text = bench_report.markdown(report)
     table = [line for line in text.splitlines() if line.startswith("| ifqa | bf16 |")]
-    assert len(table) == 2 and all(line.count("|") == 10 for line in table)
+    assert len(table) == 2 and all(line.count("|") == 11 for line in table)
     assert "IFQALoss time / naive time" in text and "generator only" in text
     assert all(r["peak_memory_mib"] >= 0 for r in report["generator"])
 
