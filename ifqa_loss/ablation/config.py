@@ -7,6 +7,7 @@ every seed in ``seeds``. The weight-0 baseline is always part of the plan. See
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SweepConfig", "Setting", "SweepConfigError", "load_config", "plan_settings", "parse_shard",
-           "shard_settings"]
+           "shard_settings", "PATH_FIELDS"]
 
 BASE_LOSS_TYPES = ("L1Loss", "MSELoss", "SmoothL1Loss", "LPIPS")
 METRIC_LOSSES = {"ifqa": "IFQALoss", "ifqa++": "IFQAPlusLoss", "gfiqa": "GFIQALoss", "gfiqa-resnet50": "GFIQALoss"}
-SIGNIFICANCE_TESTS = ("wilcoxon", "ttest")
 MODES = ("builtin", "external")
+# Fields holding file-system paths: stored relative to the run folder in config.json, and left out of
+# the definition a resumed run or a shard must match (a folder moved or mounted elsewhere still resumes).
+PATH_FIELDS = (("data", "hq"), ("external", "gt"), ("external", "lq"), ("external", "cwd"))
 
 
 class SweepConfigError(ValueError):
@@ -68,10 +71,16 @@ class LPIPSConfig:
 
 @dataclass
 class EvaluationConfig:
-    test: str = "wilcoxon"  # paired over images, each setting against the weight-0 baseline
+    """How restorations are judged; the statistics are fixed (seed-level t-test, see ``ablation.stats``)."""
+
+    primary: str | None = None  # the metric Holm and the headline use; default: the first judge
+    color: str = "rgb"  # PSNR/SSIM on "rgb" or on "y" (ITU-R BT.601 luma, basicsr's test_y_channel)
+    crop_border: int = 0  # pixels dropped at each edge before PSNR/SSIM (basicsr's crop_border)
+    bootstrap: int = 2000  # resamples of the secondary (hierarchical bootstrap) interval; 0: off
     samples: int = 4  # held-out images shown per setting in samples.png
     batch_size: int = 8
     regions: bool = True  # region-wise IFQA (eyes, nose, mouth, skin) from the FFHQ template
+    plots: bool = True  # plots/ and samples.png (matplotlib); false: the tables only
 
 
 @dataclass
@@ -100,6 +109,12 @@ class ExternalConfig:
     lq: str = ""  # optional: their degraded inputs (shown in samples.png)
     cwd: str = "."
     env: dict[str, str] = field(default_factory=dict)
+    # Restored images of another size than the ground truth are refused; true resizes them (bilinear,
+    # antialiased) to the ground truth's size, and every table says so.
+    resize: bool = False
+    # Metrics or judges your trainer's own loss terms see (GFP-GAN: an ArcFace identity loss makes an identity
+    # judge with the same network optimised): they are labelled "optimised", not "judge".
+    optimised: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +125,7 @@ class SweepConfig:
     base: dict[str, dict] = field(default_factory=lambda: {"l1": {"type": "L1Loss", "weight": 1.0}})
     sweep: list[SweepTerm] = field(default_factory=lambda: [SweepTerm()])
     metrics: dict[str, dict] = field(default_factory=dict)  # name -> load_metric options (checkpoint / random_weights)
+    judges: dict[str, dict] = field(default_factory=dict)  # held-out metrics no loss term sees (ablation.judges)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -121,9 +137,32 @@ class SweepConfig:
         """Plain-Python form, the content of the run folder's ``config.json``."""
         return json.loads(json.dumps(asdict(self)))
 
-    def fingerprint(self) -> str:
-        """What must be equal for shards and resumed runs to share a folder (everything but paths is compared)."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def shared_definition(self) -> dict:
+        """What every setting's result depends on, beside its own term: all but paths, the plan and the name."""
+        raw = self.to_dict()
+        for section, key in PATH_FIELDS:
+            raw[section].pop(key)
+        for key in ("name", "seeds", "sweep"):
+            raw.pop(key)
+        raw["evaluation"].pop("samples")  # only what samples.png shows
+        raw["evaluation"].pop("bootstrap")  # the report's resampling: recomputed from the per-image files
+        raw["evaluation"].pop("primary")  # which metric the report leads with
+        raw["evaluation"].pop("plots")
+        for options in [*raw["metrics"].values(), *raw["judges"].values()]:
+            options.pop("checkpoint", None)  # a path (the folder may move); the weights are the user's to keep
+        return raw
+
+    def setting_definition(self, setting: Setting) -> str:
+        """sha256 of everything one setting's numbers depend on; a finished setting must keep it to be reused.
+
+        Adding seeds, weights, schedules or terms leaves the definitions of finished settings unchanged.
+        """
+        term = None
+        if setting.metric is not None:
+            spec = next(t for t in self.sweep if t.metric == setting.metric)
+            term = {"metric": spec.metric, "loss": spec.loss, "schedule": spec.schedules.get(setting.schedule)}
+        text = json.dumps({"shared": self.shared_definition(), "term": term, "setting": setting.id}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -160,6 +199,9 @@ def _build(cls, raw: Any, where: str):
         raise SweepConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(raw) - set(known))
+    if where == "evaluation" and "test" in unknown:
+        raise SweepConfigError("evaluation.test is gone: the test is fixed to a one-sample t-test over per-seed "
+                               "deltas (the seed is the unit of replication); delete the field")
     if unknown:
         raise SweepConfigError(f"{where}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
     try:
@@ -173,8 +215,20 @@ def _check(condition: bool, message: str) -> None:
         raise SweepConfigError(message)
 
 
-def config_from_dict(raw: dict, *, base_dir: str | os.PathLike = ".") -> SweepConfig:
+def _number(value, where: str, **bounds) -> None:
+    from .limits import number
+
+    try:
+        number(value, where, **bounds)
+    except ValueError as exc:
+        raise SweepConfigError(str(exc)) from None
+
+
+def config_from_dict(raw: dict, *, base_dir: str | os.PathLike = ".", check_imports: bool = True) -> SweepConfig:
     """Validate a parsed sweep file; relative paths are taken from ``base_dir`` (the file's folder).
+
+    ``check_imports``: resolve ``model.net`` to an ``nn.Module`` subclass now (importing its module runs
+    that module's top-level code, as any import does; nothing is called). The report turns it off.
 
     Example:
         >>> cfg = config_from_dict({"sweep": [{"metric": "ifqa", "weights": [0.1]}], "data": {"hq": "faces"},
@@ -182,9 +236,15 @@ def config_from_dict(raw: dict, *, base_dir: str | os.PathLike = ".") -> SweepCo
         >>> cfg.sweep[0].weights, len(plan_settings(cfg))
         ([0.1], 2)
     """
+    from .limits import check_tree
+
     if not isinstance(raw, dict):
         raise SweepConfigError("the sweep file must be a YAML mapping (name, seeds, base, sweep, metrics, data, ...)")
-    raw = dict(raw)
+    try:
+        check_tree(raw)
+    except ValueError as exc:
+        raise SweepConfigError(str(exc)) from None
+    raw = json.loads(json.dumps(raw))  # a private copy: aliases (shared objects) become separate values
     known = {f.name for f in fields(SweepConfig)}
     unknown = sorted(set(raw) - known)
     _check(not unknown, f"unknown top-level field(s) {unknown}; valid fields are {sorted(known)}")
@@ -197,24 +257,62 @@ def config_from_dict(raw: dict, *, base_dir: str | os.PathLike = ".") -> SweepCo
         terms = [terms]
     _check(isinstance(terms, list) and terms, "sweep must be a list of terms, e.g. [{metric: ifqa, weights: [0, 0.1]}]")
     raw["sweep"] = [_build(SweepTerm, t, f"sweep[{i}]") for i, t in enumerate(terms)]
+    for key in ("metrics", "judges", "base"):
+        _check(isinstance(raw.get(key, {}), dict), f"{key} must be a mapping of names to options")
     cfg = SweepConfig(**raw)
     _validate(cfg)
+    if cfg.mode == "builtin" and check_imports:
+        check_net_class(cfg.model.net)
     _resolve_paths(cfg, Path(base_dir))
     return cfg
 
 
+def check_net_class(path: str) -> type:
+    """``model.net`` -> the class, refused unless it is an ``nn.Module`` subclass; nothing is called.
+
+    Importing ``pkg.module`` runs that module's top-level code (as any Python import does): name only
+    modules you trust.
+
+    Example:
+        >>> check_net_class("ifqa_loss.nets.restorer_unet.RestorationUNet").__name__
+        'RestorationUNet'
+        >>> check_net_class("os.system")
+        Traceback (most recent call last):
+        ...
+        ifqa_loss.ablation.config.SweepConfigError: model.net 'os.system' is a builtin_function_or_method, not an nn.Module subclass; give pkg.module.Class of your restoration network
+    """
+    import importlib
+
+    from torch import nn
+
+    _check(isinstance(path, str) and re.fullmatch(r"[A-Za-z_][\w.]*[.:][A-Za-z_]\w*", path or "") is not None,
+           f"model.net must be an import path pkg.module.Class (or pkg.module:Class), got {path!r}")
+    module, _, name = path.replace(":", ".").rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise SweepConfigError(f"model.net: cannot import {path!r} ({exc}); give pkg.module.Class") from exc
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise SweepConfigError(f"model.net {path!r} is a {type(obj).__name__}, not an nn.Module subclass; give "
+                               "pkg.module.Class of your restoration network")
+    return obj
+
+
 def _validate(cfg: SweepConfig) -> None:
     _check(cfg.mode in MODES, f"mode must be one of {MODES}, got {cfg.mode!r}")
-    _check(isinstance(cfg.seeds, list) and cfg.seeds and all(isinstance(s, int) for s in cfg.seeds)
+    _check(isinstance(cfg.name, str) and re.fullmatch(r"[A-Za-z0-9_.+-]{1,100}", cfg.name) is not None,
+           f"name must be 1-100 letters, digits, '_', '.', '+' or '-', got {cfg.name!r}")
+    _check(isinstance(cfg.seeds, list) and cfg.seeds and all(isinstance(s, int) and not isinstance(s, bool)
+                                                             and 0 <= s < 2**63 for s in cfg.seeds)
            and len(set(cfg.seeds)) == len(cfg.seeds),
-           f"seeds must be a non-empty list of distinct ints, got {cfg.seeds}")
+           f"seeds must be a non-empty list of distinct ints >= 0, got {cfg.seeds}")
     _check(isinstance(cfg.base, dict) and cfg.base, "base must map term names to {type, weight}, e.g. "
            "{l1: {type: L1Loss, weight: 1.0}}: the objective every setting shares")
     for name, spec in cfg.base.items():
         _check(isinstance(spec, dict) and spec.get("type") in BASE_LOSS_TYPES,
                f"base.{name}: type must be one of {BASE_LOSS_TYPES}, got {spec!r}")
         _check(set(spec) <= {"type", "weight"}, f"base.{name}: only type and weight are read, got {sorted(spec)}")
-        _check(isinstance(spec.get("weight", 1.0), (int, float)), f"base.{name}.weight must be a number")
+        _number(spec.get("weight", 1.0), f"base.{name}.weight", low=0)
     for name, options in cfg.metrics.items():
         _check(name in METRIC_LOSSES, f"metrics: unknown metric {name!r}; choose from {sorted(METRIC_LOSSES)}")
         _check(isinstance(options, dict) and (options.get("checkpoint") or options.get("random_weights")),
@@ -222,13 +320,22 @@ def _validate(cfg: SweepConfig) -> None:
                "to try the wiring (results are then labelled RANDOM WEIGHTS and mean nothing)")
         _check(not (options.get("checkpoint") and options.get("random_weights")),
                f"metrics.{name}: give checkpoint or random_weights, not both")
+    from .judges import check_judges
+
+    try:
+        check_judges(cfg.judges, loss_metrics=cfg.metrics)
+    except ValueError as exc:
+        raise SweepConfigError(str(exc)) from None
     for i, term in enumerate(cfg.sweep):
         where = f"sweep[{i}]"
         _check(term.metric in cfg.metrics, f"{where}.metric {term.metric!r} has no entry in metrics; add "
                f"metrics: {{{term.metric}: {{checkpoint: PATH}}}}")
-        _check(isinstance(term.weights, list) and term.weights
-               and all(isinstance(w, (int, float)) and w >= 0 for w in term.weights),
-               f"{where}.weights must be a non-empty list of numbers >= 0, got {term.weights}")
+        _check(isinstance(term.weights, list) and term.weights, f"{where}.weights must be a non-empty list of "
+               f"numbers >= 0, got {term.weights}")
+        for j, weight in enumerate(term.weights):
+            _number(weight, f"{where}.weights[{j}]", low=0, high=1e6)
+        _check(isinstance(term.loss, dict), f"{where}.loss must map {METRIC_LOSSES[term.metric]} keyword arguments "
+               "to values, e.g. {mode: nonsaturating}")
         _check(isinstance(term.schedules, dict) and term.schedules,
                f"{where}.schedules must map names to LossComposer schedules, e.g. {{constant: null, "
                "warmup: {type: linear_warmup, steps: 50}}")
@@ -241,16 +348,36 @@ def _validate(cfg: SweepConfig) -> None:
                 build_schedule(spec)
             except (TypeError, ValueError) as exc:
                 raise SweepConfigError(f"{where}.schedules.{name}: {exc}") from exc
-    _check(cfg.evaluation.test in SIGNIFICANCE_TESTS,
-           f"evaluation.test must be one of {SIGNIFICANCE_TESTS}, got {cfg.evaluation.test!r}")
+    _check(len({t.metric for t in cfg.sweep}) == len(cfg.sweep), "sweep: each metric may appear in one term only; "
+           "list all its weights and schedules there")
+    ev = cfg.evaluation
+    _check(isinstance(ev.plots, bool) and isinstance(ev.regions, bool), "evaluation.plots and evaluation.regions "
+           "must be true or false")
+    _check(ev.primary is None or isinstance(ev.primary, str), "evaluation.primary must name a metric, e.g. psnr")
+    _check(ev.color in ("rgb", "y"), f"evaluation.color must be 'rgb' or 'y' (BT.601 luma), got {ev.color!r}")
+    _number(ev.crop_border, "evaluation.crop_border", low=0, high=1024, integer=True)
+    _number(ev.bootstrap, "evaluation.bootstrap", low=0, high=100_000, integer=True)
+    _number(ev.samples, "evaluation.samples", low=0, high=64, integer=True)
+    _number(ev.batch_size, "evaluation.batch_size", low=1, high=4096, integer=True)
     if cfg.mode == "builtin":
         _check(bool(cfg.data.hq), "data.hq must name a folder of high-quality aligned faces (built-in mode); "
                "to try it: python -m ifqa_loss.ablation.sample_faces faces/")
-        _check(cfg.data.size >= 16 and cfg.data.val_count >= 1, "data.size must be >= 16 and data.val_count >= 1")
-        _check(cfg.train.steps >= 1 and cfg.train.batch_size >= 1 and cfg.train.lr > 0,
-               "train.steps, train.batch_size must be >= 1 and train.lr > 0")
+        _number(cfg.data.size, "data.size", low=16, high=4096, integer=True)
+        _number(cfg.data.val_count, "data.val_count", low=1, high=1_000_000, integer=True)
+        _number(cfg.data.split_seed, "data.split_seed", low=0, integer=True)
+        _number(cfg.data.eval_seed, "data.eval_seed", low=0, integer=True)
+        _number(cfg.train.steps, "train.steps", low=1, high=10**9, integer=True)
+        _number(cfg.train.batch_size, "train.batch_size", low=1, high=65536, integer=True)
+        _number(cfg.train.lr, "train.lr", low=0, high=10, low_open=True)
+        _check(isinstance(cfg.model.kwargs, dict), "model.kwargs must map argument names to values")
+        lo_hi = cfg.model.input_range
+        _check(isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2, "model.input_range must be [low, high]")
+        for k, v in enumerate(lo_hi):
+            _number(v, f"model.input_range[{k}]")
+        _check(lo_hi[0] < lo_hi[1], f"model.input_range must be [low, high] with low < high, got {list(lo_hi)}")
         from ..training.degradations import DegradationConfig
 
+        _check(isinstance(cfg.data.degradation, dict), "data.degradation must map DegradationConfig fields to values")
         try:
             DegradationConfig(**cfg.data.degradation)
         except (TypeError, ValueError) as exc:
@@ -259,7 +386,11 @@ def _validate(cfg: SweepConfig) -> None:
         _check(bool(cfg.external.command), "external.command must be the training command of one setting, e.g. "
                "'python train.py --ifqa-weight {weight} --seed {seed} --out {out}'")
         _check(bool(cfg.external.gt), "external.gt must name the folder of held-out ground-truth faces")
-        _check("{stem}" in cfg.external.restored, "external.restored must contain {stem} (the ground-truth file name)")
+        _check(isinstance(cfg.external.restored, str) and "{stem}" in cfg.external.restored,
+               "external.restored must contain {stem} (the ground-truth file name)")
+        _check(isinstance(cfg.external.resize, bool), "external.resize must be true or false")
+        _check(isinstance(cfg.external.optimised, list) and all(isinstance(n, str) for n in cfg.external.optimised),
+               "external.optimised must list metric names your trainer's loss sees, e.g. [identity]")
 
 
 def _resolve_paths(cfg: SweepConfig, base: Path) -> None:
@@ -273,22 +404,20 @@ def _resolve_paths(cfg: SweepConfig, base: Path) -> None:
     cfg.external.gt = resolve(cfg.external.gt)
     cfg.external.lq = resolve(cfg.external.lq)
     cfg.external.cwd = resolve(cfg.external.cwd)
-    for options in cfg.metrics.values():
+    for options in [*cfg.metrics.values(), *cfg.judges.values()]:
         if options.get("checkpoint"):
             options["checkpoint"] = resolve(str(options["checkpoint"]))
 
 
 def load_config(path: str | os.PathLike) -> SweepConfig:
-    """Read and validate a sweep YAML file (relative paths are relative to the file)."""
-    import yaml
+    """Read and validate a sweep YAML file (relative paths are relative to the file); see :mod:`.limits`."""
+    from .limits import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise SweepConfigError(f"{path}: no such sweep file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SweepConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raw = read_yaml(path)
+    except ValueError as exc:
+        raise SweepConfigError(str(exc)) from None
     return config_from_dict(raw, base_dir=path.parent)
 
 
