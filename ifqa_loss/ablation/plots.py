@@ -46,20 +46,27 @@ def _lines(summary: dict) -> dict:
     return lines
 
 
-def _draw(ax, rows, xs, m: str, summary: dict, **style) -> None:
+def _err(rows: list[dict], m: str, values: list[float], summary: dict):
+    """Asymmetric error bars from each row's 95 % interval over seeds (None without inference)."""
     import numpy as np
 
+    if not summary["inference"]:
+        return None
+    low = [v - r[f"{m}_ci_low"] if r[f"{m}_ci_low"] is not None else 0 for v, r in zip(values, rows, strict=True)]
+    high = [r[f"{m}_ci_high"] - v if r[f"{m}_ci_high"] is not None else 0 for v, r in zip(values, rows, strict=True)]
+    return np.clip(np.asarray([low, high], float), 0, None)
+
+
+def _draw(ax, rows, xs, m: str, summary: dict, **style) -> None:
     ys = [r[f"{m}_delta"] for r in rows]
     if summary["inference"]:
-        err = [[max(0.0, y - r[f"{m}_ci_low"]) if r[f"{m}_ci_low"] is not None else 0 for y, r in zip(ys, rows)],
-               [max(0.0, r[f"{m}_ci_high"] - y) if r[f"{m}_ci_high"] is not None else 0 for y, r in zip(ys, rows)]]
-        line = ax.errorbar(xs, ys, yerr=np.asarray(err, float), marker="o", capsize=3, **style)
+        line = ax.errorbar(xs, ys, yerr=_err(rows, m, ys, summary), marker="o", capsize=3, **style)
     else:
         line = ax.plot(xs, ys, marker="o", **style)[0]
-        for x, r in zip(xs, rows):
+        for x, r in zip(xs, rows, strict=True):
             seeds = r[f"{m}_seed_deltas"] or []
             ax.scatter([x] * len(seeds), seeds, s=10, alpha=0.6, color="grey")
-    for x, y, r in zip(xs, ys, rows):
+    for x, y, r in zip(xs, ys, rows, strict=True):
         if r[f"{m}_star"]:
             ax.annotate("*", (x, r[f"{m}_ci_high"] if r[f"{m}_ci_high"] is not None else y), ha="center",
                         va="bottom", fontsize=12, weight="bold")
@@ -113,16 +120,10 @@ def plots(summary: dict, out: Path) -> list[Path]:
         xs = [r[f"{primary}_delta"] for r in members]
         ys = [r[f"{term}_delta"] for r in members]
 
-        def err(m, rows, values):
-            if not summary["inference"]:
-                return None
-            return [[max(0.0, v - r[f"{m}_ci_low"]) if r[f"{m}_ci_low"] is not None else 0 for v, r in
-                     zip(values, rows)], [max(0.0, r[f"{m}_ci_high"] - v) if r[f"{m}_ci_high"] is not None else 0
-                                          for v, r in zip(values, rows)]]
-
-        ax.errorbar(xs, ys, xerr=err(primary, members, xs), yerr=err(term, members, ys), marker="o", capsize=3,
+        ax.errorbar(xs, ys, xerr=_err(members, primary, xs, summary), yerr=_err(members, term, ys, summary),
+                    marker="o", capsize=3,
                     label=f"{term} ({schedule})")
-        for x, y, r in zip(xs, ys, members):
+        for x, y, r in zip(xs, ys, members, strict=True):
             ax.annotate(f"w={r['weight']:g}" + (" *" if r[f"{primary}_star"] else ""), (x, y), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
         ax.set_ylabel(f"optimised: {_label(summary, term)}" + (f"\n[{summary['notes'][term]}]"

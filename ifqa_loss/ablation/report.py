@@ -43,8 +43,7 @@ def collect(run_dirs: list[str | os.PathLike]) -> tuple[dict, list[dict]]:
         if config is not None and _comparable(this) != _comparable(config):
             raise SweepConfigError(f"{folder} was run with a different sweep than {run_dirs[0]}; shards of one "
                                    "report must share their sweep file")
-        if config is None or len(json.dumps(this)) > len(json.dumps(config)):
-            config = this  # an extended run's config holds the other's plan
+        config = config or this  # the report's folder holds the plan (an extended run's is a superset)
         for done in sorted((folder / "settings").glob("*/done.json")):
             record = json.loads((done.parent / "per_image.json").read_text())
             if record["setting"]["id"] not in seen:

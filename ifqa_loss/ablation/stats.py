@@ -67,7 +67,11 @@ def holm(pvalues) -> list:
         >>> holm([None, 0.02])
         [None, 0.02]
     """
-    from statsmodels.stats.multitest import multipletests
+    try:
+        from statsmodels.stats.multitest import multipletests
+    except ImportError:
+        raise ImportError("the ablation report's Holm correction needs statsmodels: pip install "
+                          "'ifqa-loss[ablation]'") from None
 
     valid = [i for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
     adjusted = [None] * len(pvalues)

@@ -10,8 +10,8 @@ import pytest
 from ifqa_loss.ablation import config_from_dict, run_sweep
 
 ARTEFACTS = ["config.json", "config.yaml", "environment.json", "results.csv", "results.json", "results.md",
-             "results_per_seed.csv", "samples.png", "plots/metrics_vs_weight.png", "plots/tradeoff.png", "samples/lq_000.png",
-             "samples/gt_001.png"]
+             "results_per_seed.csv", "samples.png", "plots/metrics_vs_weight.png", "plots/tradeoff.png",
+             "samples/lq_000.png", "samples/gt_001.png"]
 PER_SETTING = ["done.json", "per_image.json", "train_log.csv", "restorer.pth", "samples/restored_000.png",
                "samples/map_001.png", "samples/maps.json"]
 

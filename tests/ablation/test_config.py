@@ -48,7 +48,6 @@ def test_bad_shard_is_refused(text):
     ({"train": {"lr": 0}}, r"train.lr must be a number > 0"),
     ({"train": {"steps": 2.5}}, "train.steps must be an integer >= 1"),
     ({"base": {"l1": {"type": "L1Loss", "weight": -1}}}, r"base.l1.weight must be a number >= 0"),
-    ({"evaluation": {"test": "wilcoxon"}}, "evaluation.test is gone"),
     ({"evaluation": {"color": "lab"}}, "evaluation.color must be 'rgb' or 'y'"),
     ({"model": {"net": "os.system"}}, "is a builtin_function_or_method, not an nn.Module subclass"),
     ({"model": {"net": "subprocess.Popen"}}, "is a type, not an nn.Module subclass"),
@@ -136,3 +135,9 @@ def test_loss_options_reach_the_loss_generically(builtin_config):
                                     lpips=None)
     loss = objective.terms["ifqa"]
     assert loss.mode == "nonsaturating" and loss.antialias is True
+
+
+def test_the_old_image_level_test_field_is_ignored_with_a_warning(builtin_config):
+    with pytest.warns(UserWarning, match=r"evaluation.test \('wilcoxon'\) is ignored"):
+        cfg = config_from_dict(builtin_config(evaluation={"test": "wilcoxon", "samples": 2}))
+    assert cfg.evaluation.samples == 2 and not hasattr(cfg.evaluation, "test")

@@ -33,9 +33,9 @@ def test_psnr_and_ssim_equal_basicsr(basicsr_metrics, color, crop_border):
     y_channel = color == "y"
     # basicsr reads images with cv2: BGR order, 0..255
     ref_psnr = [calculate_psnr(r[..., ::-1], g[..., ::-1], crop_border, test_y_channel=y_channel)
-                for r, g in zip(restored, gt)]
+                for r, g in zip(restored, gt, strict=True)]
     ref_ssim = [calculate_ssim(r[..., ::-1], g[..., ::-1], crop_border, test_y_channel=y_channel)
-                for r, g in zip(restored, gt)]
+                for r, g in zip(restored, gt, strict=True)]
     np.testing.assert_allclose(ours_psnr, ref_psnr, rtol=0, atol=1e-9)
     np.testing.assert_allclose(ours_ssim, ref_ssim, rtol=0, atol=1e-9)
 

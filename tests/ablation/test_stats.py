@@ -54,7 +54,7 @@ def test_two_seeds_of_opposite_sign_are_not_significant():
     assert summary["inference"] is False and "no inference over training randomness" in summary["statement"]
     assert [round(d, 1) for d in row["psnr_seed_deltas"]] == [0.5, -0.5]
     table = markdown_report(summary)
-    assert "per-seed Δ: +0.50, -0.50" in table.replace("+0.5,", "+0.50,") or "per-seed Δ:" in table
+    assert "per-seed Δ: +0.5" in table and "no inference over training randomness is possible" in table
     assert "*" not in table.split("## Primary")[1].split("##")[0].replace("**", "")
 
 
@@ -65,8 +65,6 @@ def test_seeds_that_disagree_in_sign_stay_insignificant_with_more_seeds():
     assert row["psnr_p"] > 0.5 and row["psnr_ci_low"] < 0 < row["psnr_ci_high"] and not row["psnr_star"]
     # the secondary analysis resamples seeds first, so it does not call this significant either
     assert row["psnr_boot_ci_low"] < 0 < row["psnr_boot_ci_high"]
-    # an image-level test (the old, wrong unit) would have: every image moves, in both directions, per seed
-    assert min(stats.seed_level(row["psnr_seed_deltas"])["p"], 1) > 0.5
 
 
 def test_a_consistent_gain_over_six_seeds_is_significant_better_and_bold():
@@ -108,7 +106,7 @@ def test_holm_adjusts_over_settings_and_the_primary_defaults_to_the_first_judge(
     from statsmodels.stats.multitest import multipletests
 
     assert adjusted == pytest.approx(list(multipletests(raw, method="holm")[1]))
-    assert all(a >= p for a, p in zip(adjusted, raw))
+    assert all(a >= p for a, p in zip(adjusted, raw, strict=True))
     assert summary["primary"] == "psnr"
 
 
