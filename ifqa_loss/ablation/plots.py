@@ -165,7 +165,7 @@ def sample_grid(run_dirs: list[Path], summary: dict, path: Path) -> Path | None:
         rows.append((f"{r['setting']}\n(seed {seed})", [find(f"settings/{sid}/samples/restored_{i:03d}.png")
                                                        for i in range(64)], None))
         if maps:
-            rows.append((f"{maps['metric']} map", [find(f"settings/{sid}/samples/map_{i:03d}.png")
+            rows.append((f"{maps['metric']} map\n[{summary['kinds'].get(maps['metric'], '?')}]", [find(f"settings/{sid}/samples/map_{i:03d}.png")
                                                    for i in range(64)], maps))
     rows = [(label, [p for p in paths if p is not None], maps) for label, paths, maps in rows]
     rows = [row for row in rows if row[1]]
@@ -188,11 +188,13 @@ def sample_grid(run_dirs: list[Path], summary: dict, path: Path) -> Path | None:
                 bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
                 bar.ax.tick_params(labelsize=5)
         ax_row[0].set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
-    notes = sorted({n for n in summary["notes"].values() if "RANDOM" in n})
-    if notes:
-        flagged = [m for m in summary["metrics"] if "RANDOM" in summary["notes"].get(m, "")]
-        fig.suptitle(f"{' / '.join(notes)}: {', '.join(flagged[:4])}{' ...' if len(flagged) > 4 else ''} "
-                     "— maps and scores mean nothing", color="red", fontsize=8, weight="bold")
+    flagged = [m for m in summary["metrics"] if "RANDOM" in summary["notes"].get(m, "")]
+    if flagged:
+        mapped = {maps["metric"] for _, _, maps in rows if maps}
+        text = "; ".join(f"{m}: {summary['notes'][m]}" for m in flagged[:4]) + (" ..." if len(flagged) > 4 else "")
+        text += " — " + ("the maps and their scores mean nothing" if mapped & set(flagged) else "those numbers mean "
+                         "nothing (the maps' network is not among them)")
+        fig.suptitle(text, color="red", fontsize=8, weight="bold")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
