@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["plots", "sample_grid"]
+__all__ = ["plots", "sample_grid", "UNITS"]
+
+UNITS = {"psnr": "dB"}  # metrics with a unit (the others are unitless scores)
 
 
 def _pyplot():
@@ -23,8 +25,6 @@ def _pyplot():
 
 
 def _label(summary: dict, m: str) -> str:
-    from .report import UNITS
-
     unit = f" ({UNITS[m]})" if m in UNITS else ""
     arrow = "↓ better" if m in summary["lower_is_better"] else "↑ better"
     return f"Δ {m}{unit} vs baseline, {arrow}"
@@ -165,8 +165,9 @@ def sample_grid(run_dirs: list[Path], summary: dict, path: Path) -> Path | None:
         rows.append((f"{r['setting']}\n(seed {seed})", [find(f"settings/{sid}/samples/restored_{i:03d}.png")
                                                        for i in range(64)], None))
         if maps:
-            rows.append((f"{maps['metric']} map\n[{summary['kinds'].get(maps['metric'], '?')}]", [find(f"settings/{sid}/samples/map_{i:03d}.png")
-                                                   for i in range(64)], maps))
+            kind = summary["kinds"].get(maps["metric"], "?")
+            rows.append((f"{maps['metric']} map\n[{kind}]", [find(f"settings/{sid}/samples/map_{i:03d}.png")
+                                                             for i in range(64)], maps))
     rows = [(label, [p for p in paths if p is not None], maps) for label, paths, maps in rows]
     rows = [row for row in rows if row[1]]
     if not rows:

@@ -20,12 +20,12 @@ import numpy as np
 from . import stats
 from .config import SweepConfigError, config_from_dict, plan_settings
 from .io import dumps, write_atomic
+from .plots import UNITS, plots, sample_grid
 
 __all__ = ["collect", "summarize", "markdown_report", "write_report", "ROW_FIELDS"]
 
 ROW_FIELDS = ("mean", "sd", "delta", "ci_low", "ci_high", "p", "p_holm", "direction", "star", "boot_ci_low",
               "boot_ci_high")
-UNITS = {"psnr": "dB"}
 NO_INFERENCE = (f"Fewer than {stats.MIN_SEEDS} seeds: no inference over training randomness is possible "
                 "(p and interval are null); the per-seed deltas are shown instead.")
 
@@ -61,7 +61,8 @@ def _plan_check(cfg, planned, by_id: dict) -> None:
     changed = [s.id for s in planned if s.id in by_id and by_id[s.id].get("definition") != cfg.setting_definition(s)]
     if changed:
         raise SweepConfigError(f"settings {changed[:6]} were run with another definition than this sweep's "
-                               "(loss, schedule, model, data or evaluation changed); rerun them in a new folder")
+                               "(loss, schedule, model, data or evaluation changed, or an older ifqa-loss wrote "
+                               "them); rerun them in a new folder")
 
 
 def summarize(config: dict, records: list[dict], *, require_complete: bool = True) -> dict:
@@ -247,8 +248,6 @@ def write_report(run_dir: str | os.PathLike, sources: list[str | os.PathLike] = 
 
     ``sources``: more run folders (shards run without a shared file system) merged with ``run_dir``.
     """
-    from .plots import plots, sample_grid
-
     run_dir = Path(run_dir)
     folders = [run_dir, *map(Path, sources)]
     config, records = collect(folders)

@@ -117,8 +117,8 @@ def _check_run_dir(cfg: SweepConfig, run_dir: Path) -> bool:
     if changed:
         raise SweepConfigError(f"{run_dir} holds finished settings that this sweep file defines differently: "
                                f"{changed[:6]}{' ...' if len(changed) > 6 else ''} (loss, schedule, model, data, "
-                               "training or evaluation changed); resume with the same definitions, or choose a "
-                               "new --out")
+                               "training or evaluation changed, or an older ifqa-loss wrote them); resume with the "
+                               "same definitions, or choose a new --out")
     return json.loads(stored.read_text()) != stored_config(cfg, run_dir)
 
 
