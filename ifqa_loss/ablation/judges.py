@@ -105,7 +105,7 @@ def _identity_net(spec: dict, device) -> tuple[nn.Module, str | None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = ResNetArcFace("IRBlock", list(spec.get("layers", [2, 2, 2, 2])), use_se=bool(spec.get("use_se", False)))
-    note = None
+    note = f"user weights {os.path.basename(str(spec.get('checkpoint')))}"
     if spec.get("checkpoint"):
         from ..weights.read import read_state_dict
 
@@ -175,7 +175,7 @@ def _quality_judge(name: str, spec: dict, device) -> Judge:
         metric = load_metric(spec["type"], random_weights=True, device=device, **options)
     else:
         metric = load_metric(spec["type"], spec["checkpoint"], device=device)
-    note = "RANDOM WEIGHTS" if metric.random_weights else None
+    note = "RANDOM WEIGHTS" if metric.random_weights else f"weights {os.path.basename(spec['checkpoint'])}"
     if metric.has_map:
         return Judge(name, note=note, per_image=lambda x, y: metric.quality_map(x).mean((1, 2, 3)))
     return Judge(name, note=note, per_image=lambda x, y: metric.score(x))

@@ -92,7 +92,8 @@ def test_adding_a_seed_extends_the_run_and_keeps_finished_settings(builtin_confi
     assert extended["skipped"] == ["baseline-s0", "ifqa-w0.5-constant-s0"]
     assert extended["ran"] == ["baseline-s1", "ifqa-w0.5-constant-s1"]
     assert (out / "settings" / "baseline-s0" / "done.json").stat().st_mtime_ns == stamp
-    assert json.loads((out / "config.json").read_text())["seeds"] == [0, 1]
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["seeds"] == [0, 1] and not stored["data"]["hq"].startswith("/")  # relative to the run folder
     assert json.loads((out / "results.json").read_text())["rows"][1]["seeds"] == 2
     # a changed definition of a finished setting (here: the learning rate) is refused, naming them
     from ifqa_loss.ablation import SweepConfigError

@@ -44,7 +44,7 @@ def test_judges_are_labelled_and_scored(builtin_config, heldout_ifqa):
     assert ev.names[:5] == ["ifqa_heldout", "lpips_alex", "identity", "fid", "kid"]
     assert ev.kinds["ifqa_heldout"] == "judge" and ev.kinds["ifqa"] == "optimised" and ev.kinds["lpips"] == "judge"
     notes = ev.notes
-    assert "ifqa_heldout" not in notes  # trained weights: no RANDOM label
+    assert notes["ifqa_heldout"] == "weights last.pth"  # trained weights: named, no RANDOM label
     assert notes["identity"] == "RANDOM WEIGHTS" and notes["ifqa"] == "RANDOM WEIGHTS"
     assert "RANDOM WEIGHTS" in notes["fid"] and "identity features" in notes["fid"]
     assert set(ev.lower_is_better) >= {"lpips", "lpips_alex", "fid", "kid"}
