@@ -101,10 +101,14 @@ def hierarchical_bootstrap(per_seed: list[np.ndarray], *, resamples: int = 2000,
     if not all(np.all(np.isfinite(a)) and len(a) for a in arrays):
         return None, None
     n = len(arrays)
-    means = np.empty(resamples)
-    picks = rng.integers(0, n, size=(resamples, n))
-    for b in range(resamples):
-        means[b] = np.mean([arrays[s][rng.integers(0, len(arrays[s]), len(arrays[s]))].mean() for s in picks[b]])
+    picks = rng.integers(0, n, size=(resamples, n))  # level 1: seeds, with replacement
+    slots = np.empty((resamples, n))
+    for s in range(n):  # level 2: that seed's images, with replacement, for every slot that drew it
+        drawn = picks == s
+        count, size = int(drawn.sum()), len(arrays[s])
+        if count:
+            slots[drawn] = arrays[s][rng.integers(0, size, (count, size))].mean(1)
+    means = slots.mean(1)
     tail = (1 - confidence) / 2
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
