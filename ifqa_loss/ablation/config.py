@@ -97,7 +97,11 @@ def config_from_dict(raw: dict, *, base_dir: str | os.PathLike = ".", check_impo
         check_tree(raw)
     except ValueError as exc:
         raise SweepConfigError(str(exc)) from None
-    raw = json.loads(json.dumps(raw))  # a private copy: aliases (shared objects) become separate values
+    try:
+        raw = json.loads(json.dumps(raw))  # a private copy: aliases (shared objects) become separate values
+    except (TypeError, ValueError) as exc:
+        raise SweepConfigError(f"the sweep holds a value that is not plain data (numbers, strings, lists, "
+                               f"mappings): {exc}") from None
     known = {f.name for f in fields(SweepConfig)}
     unknown = sorted(set(raw) - known)
     _check(not unknown, f"unknown top-level field(s) {unknown}; valid fields are {sorted(known)}")

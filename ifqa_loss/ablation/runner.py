@@ -119,7 +119,12 @@ def _check_run_dir(cfg: SweepConfig, run_dir: Path) -> bool:
                                f"{changed[:6]}{' ...' if len(changed) > 6 else ''} (loss, schedule, model, data, "
                                "training or evaluation changed, or an older ifqa-loss wrote them); resume with the "
                                "same definitions, or choose a new --out")
-    return json.loads(stored.read_text()) != stored_config(cfg, run_dir)
+    try:
+        previous = json.loads(stored.read_text())
+    except (OSError, ValueError) as exc:
+        raise SweepConfigError(f"{stored} is unreadable ({exc}); restore it from config.yaml or choose a new "
+                               "--out") from None
+    return previous != stored_config(cfg, run_dir)
 
 
 def _prepare_run_dir(cfg: SweepConfig, run_dir: Path, device: torch.device, update: bool) -> None:
