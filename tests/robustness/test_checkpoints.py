@@ -183,8 +183,8 @@ CASES = [
     Case("png-image", raw(b"\x89PNG\r\n\x1a\n" + bytes(64)), Refused("PNG image", "weight file")),
     Case("jpeg-image", raw(b"\xff\xd8\xff\xe0" + bytes(64)), Refused("JPEG image", "weight file")),
     Case("random-bytes", raw(bytes(range(256)) * 8), Refused("could not be read", REDOWNLOAD)),
-    Case("text-file", raw(b"IFQA weights: see the README\n"), Refused("could not be read", REDOWNLOAD)),
-    Case("json-file", raw(b'{"D": {"w": [1, 2]}}'), Refused("could not be read", REDOWNLOAD)),
+    Case("text-file", raw(b"IFQA weights: see the README\n"), Refused("text file.*not a checkpoint", "weight file")),
+    Case("json-file", raw(b'{"D": {"w": [1, 2]}}'), Refused("text file.*not a checkpoint", "weight file")),
     # --- cut short -------------------------------------------------------------------------------------------
     *(Case(f"zip-cut-at-{int(f * 100)}pct", raw(derive=lambda b, f=f: b[: int(len(b) * f)]),
            Refused("could not be read", REDOWNLOAD)) for f in (0.01, 0.1, 0.5, 0.9, 0.99)),
