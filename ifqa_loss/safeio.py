@@ -82,8 +82,9 @@ def decode_text(data: bytes, source: str) -> str:
     """UTF-8 text (a UTF-8 byte-order mark is dropped); the error names the encoding problem and where it is."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise UnreadableInput(f"{source} is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise UnreadableInput(f"{source} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
