@@ -66,13 +66,15 @@ def find_checkpoint(metric: str) -> Path:
     if not spec.published:  # GFIQA: no public weights exist
         raise CheckpointError(
             where + f"  No public {spec.name} weights exist: train them with  ifqa-loss train-gfiqa ... --out RUN\n"
-            f"  then pass checkpoint='RUN/best.pth' or run:  ifqa-loss weights import RUN/best.pth --metric {spec.name}"
+            f"  then pass --checkpoint RUN/best.pth (checkpoint='RUN/best.pth' in Python) or run:  ifqa-loss weights "
+            f"import RUN/best.pth --metric {spec.name}"
         )
     raise CheckpointError(
         where + f"  The official weights ({spec.official_filename}) are published by the authors at\n"
         f"    {OFFICIAL_WEIGHTS_URL}\n    (linked from {OFFICIAL_REPO}).\n"
         f"  Download {spec.official_filename}, then run:  ifqa-loss weights import /path/to/{spec.official_filename}\n"
-        f"  or pass the file directly: load_metric({spec.name!r}, checkpoint='/path/to/{spec.official_filename}')"
+        f"  or pass the file directly: --checkpoint /path/to/{spec.official_filename} on the command line,\n"
+        f"  load_metric({spec.name!r}, checkpoint='/path/to/{spec.official_filename}') in Python"
     )
 
 
