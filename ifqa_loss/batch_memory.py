@@ -22,9 +22,19 @@ class BatchTooLarge(MemoryError):
     """A batch whose estimated memory exceeds what the device has available; the message says what fits."""
 
 
+_TRACED: dict[tuple, int] = {}  # (network class, config, method, shape, dtype) -> bytes: traced once per process
+
+
 def activation_bytes(net: nn.Module, method: str, shape: tuple[int, ...], dtype: torch.dtype) -> int:
     """Summed bytes of the leaf-module outputs of ``net.<method>`` on one ``shape`` input, traced on meta."""
     config = getattr(net, "config", None)
+    key = (type(net), repr(sorted(config.items())) if isinstance(config, dict) else None, method, shape, dtype)
+    if key not in _TRACED:
+        _TRACED[key] = _trace(net, config, method, shape, dtype)
+    return _TRACED[key]
+
+
+def _trace(net: nn.Module, config, method: str, shape: tuple[int, ...], dtype: torch.dtype) -> int:
     try:
         with torch.device("meta"):
             twin = type(net)(**config) if isinstance(config, dict) else None
