@@ -319,7 +319,8 @@ def check_region_masks(regions: dict[str, torch.Tensor], batch: int | None = Non
     sizes = set()
     for name, mask in regions.items():
         if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"region {name!r} must be a torch.Tensor mask of shape (N,1,H,W), got {type(mask).__name__}")
+            raise TypeError(f"region {name!r} must be a torch.Tensor mask of shape (N,1,H,W), got "
+                            f"{type(mask).__name__}")
         if mask.ndim != 4 or mask.shape[1] != 1:
             hint = " (add the channel with mask[:, None])" if mask.ndim == 3 else ""
             raise ValueError(f"region {name!r} must be a float mask of shape (N,1,H,W), got shape "

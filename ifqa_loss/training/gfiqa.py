@@ -378,8 +378,14 @@ def _train_epoch(model: nn.Module, loader: DataLoader, opt: _Optimisation, cfg: 
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train, keeping ``best.pth`` (best validation SRCC) and ``last.pth`` (resumable) in ``cfg.out``."""
     from ..imageio import DEFAULT_MAX_PIXELS
-    from .gfiqa_checks import (check_images, check_numbers, check_out_folder, check_resume_state, log_before,
-                               parse_model_kwargs)
+    from .gfiqa_checks import (
+        check_images,
+        check_numbers,
+        check_out_folder,
+        check_resume_state,
+        log_before,
+        parse_model_kwargs,
+    )
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

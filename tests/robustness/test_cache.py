@@ -303,8 +303,9 @@ def _other_weights(ckpt: Path, where: Path) -> Path:
 
 
 def _entry_linked_to_other_weights(home: Path, ckpt: Path):
-    from ifqa_loss.weights import read_checkpoint
     from safetensors.torch import save_file
+
+    from ifqa_loss.weights import read_checkpoint
 
     other = _other_weights(ckpt, home.parent / "other.pth")
     state = read_checkpoint(other).state_dict
@@ -324,8 +325,9 @@ def _entry_linked_to_identical_copy(home: Path, ckpt: Path):
 
 
 def _entry_linked_to_other_name_in_cache(home: Path, ckpt: Path):
-    from ifqa_loss.weights import read_checkpoint
     from safetensors.torch import save_file
+
+    from ifqa_loss.weights import read_checkpoint
 
     save_file(read_checkpoint(_other_weights(ckpt, home.parent / "o.pth")).state_dict, str(home / "x.safetensors"),
               metadata={"metric": "ifqa"})
@@ -414,7 +416,8 @@ CASES = [
          Refused("gave up after waiting.*process 4242", "retry")),
     Case("lock-timeout-not-a-number", with_env("IFQA_LOSS_LOCK_TIMEOUT", "soon"),
          Refused("IFQA_LOSS_LOCK_TIMEOUT='soon' is not a number", "e.g. 120")),
-    Case("lock-timeout-negative", with_env("IFQA_LOSS_LOCK_TIMEOUT", "-5"), Refused("not a number of seconds >= 0", "")),
+    Case("lock-timeout-negative", with_env("IFQA_LOSS_LOCK_TIMEOUT", "-5"),
+         Refused("not a number of seconds >= 0", "")),
     Case("lock-timeout-nan", with_env("IFQA_LOSS_LOCK_TIMEOUT", "nan"), Refused("not a number of seconds", "")),
     Case("lock-timeout-set-and-free", with_env("IFQA_LOSS_LOCK_TIMEOUT", "5"), Works("a free lock: no wait")),
     Case("import-records-the-holder-while-locked", _holder_recorded, Works("pid and start time readable; removed")),

@@ -310,7 +310,7 @@ CASES = [
     Case("sha256-pin-differs", pinned(lambda p: "0" * 64), Refused("sha256 is .* expected 0{64}", "download")),
     Case("sha256-pin-malformed", pinned(lambda p: "abc"), Refused("not 64 hexadecimal digits", "")),
     # --- text and other files that are not checkpoints: called what they are -----------------------------------
-    Case("text-readme-markdown", raw("# IFQA weights\n\nDownload from Google Drive.\n".encode()),
+    Case("text-readme-markdown", raw(b"# IFQA weights\n\nDownload from Google Drive.\n"),
          Refused("text file \\(it begins '# IFQA weights'\\), not a checkpoint", "weight file itself")),
     Case("text-csv", raw(b"name,mos\na.png,0.5\n"), Refused("text file.*not a checkpoint", "\\.pth or \\.safetensors")),
     Case("text-python-source", raw(b"import torch\nmodel = torch.load('x.pth')\n"), Refused("text file", "weight")),
@@ -324,7 +324,8 @@ CASES = [
     # --- safetensors headers: one name, one tensor -----------------------------------------------------------
     Case("safetensors-duplicate-tensor-name", safetensors_file(derive=lambda b: duplicate_name(b)),
          Refused("names the tensor\\(s\\) \\['encoder128.conv1.weight'\\] twice", "re-download|re-import")),
-    Case("safetensors-duplicate-bias-name", safetensors_file(derive=lambda b: duplicate_name(b, "encoder128.conv1.bias")),
+    Case("safetensors-duplicate-bias-name",
+         safetensors_file(derive=lambda b: duplicate_name(b, "encoder128.conv1.bias")),
          Refused("\\['encoder128.conv1.bias'\\] twice", "re-download|re-import")),
     # --- tensors that are views of a few bytes ---------------------------------------------------------------
     Case("broadcast-view-weight", tensor(_set(FIRST, lambda t: torch.ones(1).expand(t.shape))),

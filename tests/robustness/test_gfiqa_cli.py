@@ -188,8 +188,8 @@ CASES = [
          Refused("unknown field\\(s\\) \\['ssim'\\]; valid fields: l2, perceptual, identity, latent, quality", "")),
     Case("loss-weights-negative", command("--loss-weights", '{"l2": -1}'), Refused("l2=-1 must be a finite number >= 0",
                                                                                   "")),
-    Case("loss-weights-huge-overflow", command("--loss-weights", '{"l2": 1e400}'), Refused("l2=inf must be a finite number",
-                                                                                         "")),
+    Case("loss-weights-huge-overflow", command("--loss-weights", '{"l2": 1e400}'),
+         Refused("l2=inf must be a finite number", "")),
     Case("loss-weights-string", command("--loss-weights", '{"l2": "0.1"}'), Refused("l2='0.1' must be a finite", "")),
     # --- numbers --------------------------------------------------------------------------------------------
     Case("epochs-zero", command("--epochs", "0"), Refused("--epochs must be a whole number in \\[1", "")),

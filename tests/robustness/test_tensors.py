@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 import torch.nn.functional as F
 
-from ifqa_loss import GFIQALoss, IFQALoss, load_metric, regions
-from ifqa_loss import batch_memory
+from ifqa_loss import GFIQALoss, IFQALoss, batch_memory, load_metric, regions
 from ifqa_loss.registry import get_spec
 
 from helpers import tiny_ifqa_metric
