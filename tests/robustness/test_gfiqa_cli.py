@@ -7,8 +7,6 @@ import csv
 import json
 import os
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from ifqa_loss.cli import main
 
 from helpers import TINY_GFIQA
 from robustness.case import Case, Refused, Works, params
+from robustness.test_images import png_declaring
 
 KWARGS = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in TINY_GFIQA.items()})
 LOSS = '{"perceptual": 0, "l2": 0.1}'
@@ -117,14 +116,6 @@ def _with_image(name: str, content: bytes | None = None, fifo: bool = False, siz
     return setup
 
 
-def _png_declaring(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
-
-
 def _meta_bytes(content: bytes):
     def make(tmp: Path) -> Path:
         (tmp / "m.csv").write_bytes(content)
@@ -207,7 +198,7 @@ CASES = [
     Case("meta-fifo", command(meta=_meta_fifo), Refused("named pipe", "regular file")),
     Case("meta-link-to-dev-zero", command(meta=lambda t: (os.symlink("/dev/zero", t / "m.csv"), t / "m.csv")[1]),
          Refused("character device", "regular file")),
-    Case("image-decompression-bomb", command(setup=_with_image("bomb.png", _png_declaring(30000, 30000))),
+    Case("image-decompression-bomb", command(setup=_with_image("bomb.png", png_declaring(30000, 30000))),
          Refused("bomb.png: .* pixels, more than the limit", "remove 'bomb.png' from the meta file")),
     Case("image-fifo", command(setup=_with_image("pipe.png", fifo=True)), Refused("pipe.png.*named pipe", "remove")),
     Case("image-one-pixel", command(setup=_with_image("dot.png", size=(1, 1))),
