@@ -65,7 +65,7 @@ class IFQATrainConfig:
     degradations: DegradationConfig = field(default_factory=DegradationConfig)
     val: str | None = None
     val_fraction: float = 0.1
-    val_every: int = 100
+    val_every: int = 500
     seed: int = 0
     device: str = "cpu"
     amp: bool = True

@@ -97,7 +97,7 @@ def snapshot_figure(generator: nn.Module, discriminator: IFQADiscriminator, hq: 
         >>> g, d = build_networks(cfg)
         >>> x = torch.rand(2, 3, 64, 64)
         >>> snapshot_figure(g, d, x, x, template_regions(64, batch=2), ("mouth",), title="step 1").size
-        (644, 210)
+        (628, 226)
     """
     from PIL import Image, ImageDraw
 

@@ -33,6 +33,7 @@ VAL_COLUMNS = ("step", "criterion", "acc_degraded", "acc_restored", "ladder_srcc
                "mean_restored") + tuple(f"mean_blur_{s:g}" for s in BLUR_LADDER[1:])
 MIN_SPLIT_IMAGES = 10
 MAX_HASHED_IMAGES = 5000
+MAX_SPLIT_VAL_IMAGES = 100
 NEAR_DUPLICATE_BITS = 6
 
 
@@ -116,7 +117,8 @@ def near_duplicate_groups(paths: list[Path], max_distance: int = NEAR_DUPLICATE_
 def split_files(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Seeded train / validation split of image files; near-duplicates (average hashes within 6 of 64
     bits: re-encoded, resized or lightly edited copies) always land on the same side. Returns
-    ``(train, val)``; ``val`` is empty when ``fraction`` is 0 or fewer than 10 files are given. Above
+    ``(train, val)``: ``fraction`` of the files, at most 100, are held out; ``val`` is empty when
+    ``fraction`` is 0 or fewer than 10 files are given. Above
     5000 files the hashing is skipped (pass ``--val DIR`` for a curated split of a large set).
 
     Example:
@@ -124,7 +126,8 @@ def split_files(paths: list[Path], fraction: float, seed: int) -> tuple[list[Pat
         >>> from PIL import Image
         >>> root = Path(tempfile.mkdtemp())
         >>> for i in range(12):
-        ...     Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), np.uint8)).save(root / f"{i}.png")
+        ...     pixels = np.random.default_rng(i).integers(0, 255, (16, 16, 3), np.uint8)
+        ...     Image.fromarray(pixels).save(root / f"{i}.png")
         >>> train, val = split_files(sorted(root.glob("*.png")), 0.25, seed=0)
         >>> len(train), len(val), set(train).isdisjoint(val)
         (9, 3, True)
@@ -138,7 +141,7 @@ def split_files(paths: list[Path], fraction: float, seed: int) -> tuple[list[Pat
     order = sorted(groups)
     g = torch.Generator().manual_seed(mix_seed(seed, 0x5A11D))
     order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
-    want = max(1, round(fraction * len(paths)))
+    want = min(MAX_SPLIT_VAL_IMAGES, max(1, round(fraction * len(paths))))
     val: list[Path] = []
     for key in order:
         if len(val) >= want:

@@ -71,7 +71,7 @@ def test_discriminator_learns_clean_over_degraded_and_unswapped_over_swapped(tra
     metric = load_metric("ifqa", checkpoint=trained_run / "last.pth")
     held_out = torch.cat([_face_variant(100), _face_variant(101)])  # never seen in training
     degraded = degrade(held_out, HEAVY, generator=torch.Generator().manual_seed(9))
-    assert metric.score(held_out).mean() > metric.score(degraded).mean() + 0.2
+    assert (metric.score(held_out) > metric.score(degraded) + 0.1).all()  # each face above its own degraded copy
     mask = swap_mask(template_regions(SIZE, batch=2))
     mixed, _, _, _ = fprs_swap(held_out, degraded, mask)
     quality = metric.quality_map(mixed)
@@ -88,12 +88,15 @@ def test_run_writes_checkpoint_log_and_snapshots(trained_run):
     rows = (trained_run / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss_d") and [r.split(",")[0] for r in rows[1:]] == ["10", "20", "30", "40"]
     assert sorted(p.name for p in (trained_run / "snapshots").iterdir()) == ["step_0000020.png", "step_0000040.png"]
-    assert read_image(trained_run / "snapshots" / "step_0000040.png").shape[-2:] == (30 + 4 * (80 + 14 + 4), 644)
+    snapshot = read_image(trained_run / "snapshots" / "step_0000040.png")
+    assert snapshot.shape[-2:] == (30 + 4 * (80 + 14 + 4), 7 * (80 + 4) + 40)  # 4 labelled rows, 7 tiles + colour bar
     assert not all(torch.equal(state["D"][k], state["D_train"][k]) for k in state["D"])  # 'D' is the EMA
 
 
 def test_resume_continues_bit_exactly(faces, tmp_path):
-    base = dict(data=str(faces), batch_size=2, seed=3, checkpoint_every=1, log_every=1, snapshot_every=100, **TINY)
+    # The cosine schedule is a function of --steps; a constant one lets runs of 2 and 3 steps share their first steps.
+    base = dict(data=str(faces), batch_size=2, seed=3, checkpoint_every=1, log_every=1, snapshot_every=100,
+                schedule="constant", warmup=0.0, **TINY)
     train(IFQATrainConfig(out=str(tmp_path / "straight"), steps=3, **base), log=lambda *a: None)
     train(IFQATrainConfig(out=str(tmp_path / "resumed"), steps=2, **base), log=lambda *a: None)
     train(IFQATrainConfig(out=str(tmp_path / "resumed"), steps=3, resume=True, **base), log=lambda *a: None)
