@@ -122,6 +122,12 @@ def as_sweep(path, tmp):
     return load_sweep(path)
 
 
+def as_run_folder(path, tmp):
+    from ifqa_loss.ablation.report import collect
+
+    return collect([path.parent])
+
+
 def json_text(text: str, limit_depth: int = 64):
     return lambda tmp: (lambda: parse_json(text, "input", limit_depth))
 
@@ -199,6 +205,12 @@ CASES = [
          Refused("names 'ifqa' twice", "import the weights")),
     Case("manifest-utf16", on(as_manifest, written('{}'.encode("utf-16")), "manifest.json"),
          Refused("UTF-16", "import the weights")),
+    Case("run-config-cut-short", on(as_run_folder, written('{"seeds": [0'), "config.json"),
+         Refused("config.json.*not valid JSON", "restore it from config.yaml")),
+    Case("run-config-duplicate-key", on(as_run_folder, written('{"seeds": [0], "seeds": [1]}'), "config.json"),
+         Refused("names 'seeds' twice", "restore it from config.yaml")),
+    Case("run-config-not-a-mapping", on(as_run_folder, written("[]"), "config.json"),
+         Refused("config.json holds a list", "restore it from config.yaml")),
     # --- YAML: aliases cannot expand without bound -----------------------------------------------------------
     Case("yaml-billion-laughs", yaml_text(LAUGHS), Refused("expands to more than 1000000 values", "write the values")),
     Case("yaml-billion-laughs-loss-config", on(as_loss_yaml, written(LAUGHS), "loss.yaml"),
