@@ -157,6 +157,14 @@ def parse_yaml(text: str, source: str, max_depth: int = MAX_NESTING, max_nodes: 
     import yaml
 
     try:
+        depth = 0  # the event stream is produced without recursion: refuse deep nesting before composing
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > max_depth:
+                    raise UnreadableInput(f"{source} nests more than {max_depth} levels deep: not the expected file")
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise UnreadableInput(f"{source} is not valid YAML ({_first_line(str(exc))}); fix it") from None
