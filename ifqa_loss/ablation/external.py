@@ -8,7 +8,7 @@ sweep with the log's tail, and the setting is not marked done (a rerun retries i
 basicsr-based trainers (GFP-GAN, Real-ESRGAN, the recipe in ``integrations/``) take option
 overrides on the command line, so one YAML serves every setting::
 
-    python integrations/train_gfpgan_ifqa.py -opt integrations/gfpgan_ifqa.yml
+    python integrations/gfpgan/train_gfpgan_ifqa.py -opt integrations/gfpgan/train_gfpgan_ifqa.yml
         --force_yml train:ifqa_opt:loss_weight={weight} manual_seed={seed} name=ablation_{setting}
 
 ``--force_yml key:subkey=value`` (basicsr >= 1.4) sets an existing option (it cannot create new
