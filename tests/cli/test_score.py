@@ -117,7 +117,7 @@ def test_default_preprocessing_is_the_official_one_with_exif_and_uint8_resize(tm
     import numpy as np
     import torch
 
-    cv2 = pytest.importorskip("cv2")
+    cv2 = pytest.importorskip("cv2", reason="OpenCV comes with the [test] extra: pip install -e '.[test]'")
     from ifqa_loss.metric import load_metric
 
     face = Image.open(SAMPLES / "face512.png").convert("RGB").resize((300, 400))
