@@ -20,16 +20,17 @@ def expected() -> dict:
     return json.loads((FIXTURES / "expected.json").read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ifqa_state_dict() -> dict[str, torch.Tensor]:
+    """Module-scoped (420 MB): no test file's big tensors stay alive under the next file's (peak RSS)."""
     return reference_state_dict("ifqa_cnn_keys.json")
 
 
 @pytest.fixture(scope="session")
-def ifqa_checkpoint(tmp_path_factory, ifqa_state_dict) -> Path:
-    """The official layout {'D': state_dict} with the reference weights."""
+def ifqa_checkpoint(tmp_path_factory) -> Path:
+    """The official layout {'D': state_dict} with the reference weights (the session keeps the file only)."""
     path = tmp_path_factory.mktemp("weights") / "IFQA_Metric.pth"
-    torch.save({"D": ifqa_state_dict}, path)
+    torch.save({"D": reference_state_dict("ifqa_cnn_keys.json")}, path)
     return path
 
 
@@ -60,7 +61,7 @@ def ifqa_vit_net(ifqa_vit_checkpoint):
     return _reference_net(IFQAViT, torch.load(ifqa_vit_checkpoint, weights_only=True)["D"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ifqa_net(ifqa_state_dict):
     from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 

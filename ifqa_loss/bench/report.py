@@ -97,6 +97,8 @@ def markdown(report: dict) -> str:
                   "| step | ms | ratio to generator only | peak mem MiB |", "|---|---:|---|---:|"]
         lines += [f"| {r['step']} | {_ms(r['step_ms'])} | {ratio_text(r['ratio']) if r.get('ratio') else '1.00'} | "
                   f"{r['peak_memory_mib']:.0f} |" for r in report["generator"]]
+    if report.get("generator_skipped"):
+        lines += ["", "### Overhead on a generator step", "", f"{report['generator_skipped']} ({load_text(report)})."]
     headlines = headline_ratios(report)
     reasons = inconclusive_reasons({k: v[0] for k, v in headlines.items()},
                                    {k: (v[1], v[2]) for k, v in headlines.items()}, load_text(report))
@@ -156,6 +158,8 @@ def plot(report: dict, path: str) -> None:
     for bar, hatch in zip(bars, hatches, strict=True):
         bar.set_hatch(hatch)
     ax_ov.axhline(1.0, color="gray", lw=0.8)
+    if values:  # an interval from two noisy rounds can reach 1e5: keep the bars readable, the interval clipped
+        ax_ov.set_ylim(0, max(2.0, 1.5 * max(values)))
     ax_ov.set(xlabel="training step (peak memory below)", ylabel="step time / generator-only step (95% CI)",
               title="Overhead on a generator step")
     env = report["environment"]

@@ -122,7 +122,12 @@ def run(cfg: Config, log=print, naive_comparison: bool = True, generator: bool =
                 derived = compare_with_naive(cfg, log, budget=budget, block_seconds=share("naive"))
             report["naive_comparison"] = derived
         plan["naive"] = 0
-        if generator:
+        if generator and budget.left() <= 0:
+            report["generator_skipped"] = (f"not measured: the {cfg.time_budget_s:.0f} s time budget was spent before "
+                                           "the generator step (each of its calls takes several loss calls' time); "
+                                           "re-run on a quieter machine or with a larger --time-budget")
+            log(f"generator training step: {report['generator_skipped']}")
+        elif generator:
             log("generator training step, alone and with each loss:")
             report["generator"] = measure_generator_step(cfg, log, budget=budget, block_seconds=share("generator"))
     finally:

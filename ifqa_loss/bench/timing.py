@@ -129,7 +129,8 @@ def adaptive(steps: dict[str, Callable[[], None]], *, ratios: dict[str, tuple[st
 
     ``ratios``: ``{name: (numerator label, denominator label, floor)}`` (see :func:`paired_ratio`). Stops after
     ``min_rounds`` once every ratio is conclusive, or once ``budget_s`` (this block) is spent, or — after two
-    rounds at least — once the whole run's ``budget`` is spent; never after ``max_rounds``. An ``"impossible"``
+    rounds at least — once the whole run's ``budget`` is spent (one round only when it was spent before the block
+    began: times, but no interval); never after ``max_rounds``. An ``"impossible"``
     ratio is re-measured (more rounds) while the block has time. The order of the contenders rotates each round.
     Returns ``{"times": {label: [ms]}, "ratios": {name: paired_ratio(...)}, "rounds": n, "stopped": why}``.
 
@@ -140,6 +141,8 @@ def adaptive(steps: dict[str, Callable[[], None]], *, ratios: dict[str, tuple[st
         (True, ['a/b'])
     """
     ratios = ratios or {}
+    if budget is not None and budget.left() <= 0:  # the run's time is already spent: one round, no interval
+        min_rounds = max_rounds = 1
     start = time.monotonic()
     labels = list(steps)
     for _ in range(warmup):

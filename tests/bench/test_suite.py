@@ -22,7 +22,7 @@ def tiny_config():
     return suite.Config(
         losses=("l1", "ifqa", "naive-ifqa"), variants=("fp32", "bf16"), batch_sizes=(1, 2), input_sizes=(64,),
         warmup=0, repeats=2, max_rounds=2, forward_repeats=1, goal_rounds=2, goal_batch=1, goal_size=64,
-        generator_size=32, generator_batch=1,
+        generator_size=32, generator_batch=1, time_budget_s=1e9,  # rounds must not depend on the machine's load
         generator_losses=("ifqa",), ifqa_widths=(4, 8, 8, 16, 16),
     )
 
@@ -165,3 +165,13 @@ def test_default_cpu_config_is_budgeted_and_sweeps_two_batch_sizes():
     cfg = suite.default_config("cpu")
     assert cfg.time_budget_s <= 170 and len(cfg.batch_sizes) >= 2
     assert set(cfg.losses) <= {"l1", "lpips-alex", "ifqa", "naive-ifqa"}  # heavy and newer rows are opt-in
+
+
+def test_a_spent_budget_skips_the_generator_step_and_says_so(tiny_config):
+    tiny_config.variants = ("fp32",)
+    tiny_config.time_budget_s = 0.0
+    report = suite.run(tiny_config, log=lambda msg: None)
+    assert "generator" not in report and "time budget was spent" in report["generator_skipped"]
+    assert all(r["rounds"] == 1 for r in report["losses"])  # one round each once the time is spent
+    text = bench_report.markdown(report)
+    assert "not measured: the 0 s time budget" in text and "inconclusive" in text
