@@ -80,7 +80,8 @@ def train(out: Path, steps: int, size: int) -> Path:
     make_sample_faces(faces, count=24, size=size)
     command = [sys.executable, "-m", "ifqa_loss", "train-ifqa", "--data", str(faces), "--out", str(out / "run"),
                "--size", str(size), "--steps", str(steps), "--batch-size", "4", "--d-widths", "8,16,32,64,64",
-               "--d-bottleneck", "1", "--no-tensorboard", "--quiet", "--checkpoint-every", str(steps)]
+               "--d-bottleneck", "1", "--g-width", "8", "--g-depth", "2", "--g-blocks", "1", "--no-tensorboard",
+               "--quiet", "--checkpoint-every", str(steps)]
     print("training:", " ".join(command), file=sys.stderr, flush=True)
     subprocess.run(command, check=True)
     return out / "run" / "last.pth"

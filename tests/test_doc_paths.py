@@ -15,7 +15,8 @@ ROOTS = ("ifqa_loss", "tests", "docs", "benchmarks", "integrations", ".ci")
 
 def path_pattern(roots) -> re.Pattern:
     """A path that starts at one of ``roots`` (folder names), e.g. `docs/gfiqa.md`, results/cpu_{a,b}.json."""
-    return re.compile(r"(?<![\w./~$-])((?:%s)/[\w.*{},/+-]*[\w*}])" % "|".join(re.escape(r) for r in roots))
+    alternatives = "|".join(re.escape(r) for r in roots)
+    return re.compile(r"(?<![\w./~$-])((?:" + alternatives + r")/[\w.*{},/+-]*[\w*}])")
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")  # markdown link targets
 # what follows an output option is a file a command will write, not one the repository must hold
 OUTPUT_OPTION = re.compile(r"(?:--json|--plot|--out|--maps|-o|>)\s*$")

@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 import sys
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
-
-from .generator import measure_generator_step
 from tqdm import tqdm
 
+from .generator import measure_generator_step
 from .losses import ALL_LOSSES, ALL_VARIANTS, applicable, compare_with_naive, measure_losses, naive_comparison_from_rows
 from .report import environment, markdown, plot
 from .timing import Budget

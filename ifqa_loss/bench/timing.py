@@ -43,7 +43,8 @@ def summarize(times_ms: list[float]) -> dict:
 
 def measurement(label: str, times_ms: list[float]) -> Measurement:
     """The times (ms) as a ``torch.utils.benchmark.Measurement`` of one call per run (its median and IQR)."""
-    return Measurement(number_per_run=1, raw_times=[t / 1e3 for t in times_ms], task_spec=TaskSpec(stmt=label, setup=""))
+    spec = TaskSpec(stmt=label, setup="")
+    return Measurement(number_per_run=1, raw_times=[t / 1e3 for t in times_ms], task_spec=spec)
 
 
 def paired_ratio(numerator_ms: list[float], denominator_ms: list[float], *, floor: float | None = None,

@@ -16,7 +16,8 @@ def _training_config(args: argparse.Namespace):
     return TrainConfig(images=args.images, meta=args.meta, out=args.out, model=args.model, model_kwargs=model_kwargs,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
                        seed=args.seed, device=args.device, workers=args.workers, prior=args.prior,
-                       encoder_weights=args.encoder_weights, resume=args.resume, amp=not args.no_amp, loss_weights=weights,
+                       encoder_weights=args.encoder_weights, resume=args.resume, amp=not args.no_amp,
+                       loss_weights=weights,
                        perceptual_net=args.perceptual_net, allow_random_perceptual=args.allow_random_perceptual,
                        allow_random_prior=args.allow_random_prior, hflip=not args.no_hflip, progress=not args.quiet)
 
