@@ -113,6 +113,8 @@ def measure_generator_step(cfg, log=print, budget=None, block_seconds=None) -> l
         with PeakMemory(cfg.device) as memory:
             step()
         peaks[label] = memory.peak_bytes / 2**20
+        if budget is not None:
+            budget.tick("generator step: warm-up")
     ratios = {label: (label, "generator only", 1.0) for label in steps if label != "generator only"}
     block = adaptive(steps, ratios=ratios,
                      min_rounds=cfg.repeats, max_rounds=cfg.max_rounds, warmup=max(0, cfg.warmup - 1), budget=budget,

@@ -134,6 +134,8 @@ def measure_losses(cfg, log=print, budget: Budget | None = None, block_seconds=N
                     with PeakMemory(cfg.device) as memory, SavedForBackward() as saved:
                         fwd_bwd[name]()
                     memory_mib[name], saved_mib[name] = memory.peak_bytes / 2**20, saved.bytes / 2**20
+                    if budget is not None:
+                        budget.tick(f"losses {variant} batch {batch} {size}px: warm-up")
                 forward = interleaved({name: forward_step(fns[name][0], variant, cfg.device, pred, target)
                                        for name in names}, rounds=cfg.forward_repeats, warmup=0)
                 ratios = {"ifqa / naive-ifqa": ("ifqa", "naive-ifqa", None)} if {"ifqa", "naive-ifqa"} <= set(

@@ -158,8 +158,8 @@ def adaptive(steps: dict[str, Callable[[], None]], *, ratios: dict[str, tuple[st
         shift = round_index % len(labels)
         for name in labels[shift:] + labels[:shift]:
             times[name].append(timed_call(steps[name]))
-        if budget is not None:
-            budget.tick(label)
+            if budget is not None:  # one tick per call: a call can take minutes on a busy machine
+                budget.tick(label)
         rounds = round_index + 1
         result = {name: paired_ratio(times[a], times[b], floor=floor, target=target)
                   for name, (a, b, floor) in ratios.items()} if rounds >= 2 else {}
