@@ -51,3 +51,14 @@ def test_readme_preprocessing_table_is_the_scripts_output_format():
     assert block[:2] == script.HEADER, "regenerate: python docs/measure_preprocess_paths.py --readme"
     assert [line.split("|")[1].strip() for line in block[2:]] == [f"{w}×{h}" for w, h in script.SIZES]
     assert all(len(line.split("|")) == 6 for line in block[2:])
+
+
+def test_input_domain_variants_keep_the_frame_and_the_value_range():
+    import torch
+
+    script = _load("measure_input_domain")
+    face = torch.rand(3, 64, 64)
+    out = script.variants(face, torch.Generator().manual_seed(0))
+    assert len(out) == 10 and torch.equal(out["aligned"], face)
+    assert all(v.shape == face.shape and 0 <= v.min() and v.max() <= 1 for v in out.values())
+    assert not torch.allclose(out["rotated 30°"], face) and not torch.allclose(out["two faces"], face)
