@@ -133,10 +133,11 @@ def run(cfg: Config, log=print, naive_comparison: bool = True, generator: bool =
         if bar is not None:
             budget.tick("done")
             bar.close()
-    loads = budget.loads or [report["environment"].get("load_average_1min", float("nan"))]
+    start_load = report["environment"].get("load_average_1min")
+    loads = budget.loads + ([start_load] if start_load is not None else []) or [float("nan")]
     report["run"] = {"wall_s": budget.elapsed(), "time_budget_s": cfg.time_budget_s,
-                     "load_average_1min": {"start": report["environment"].get("load_average_1min"),
-                                           "max": max(loads), "end": loads[-1]}}
+                     "load_average_1min": {"start": start_load, "max": max(loads),
+                                           "end": budget.loads[-1] if budget.loads else start_load}}
     return report
 
 

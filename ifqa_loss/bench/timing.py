@@ -142,7 +142,8 @@ def adaptive(steps: dict[str, Callable[[], None]], *, ratios: dict[str, tuple[st
         (True, ['a/b'])
     """
     ratios = ratios or {}
-    if budget is not None and budget.left() <= 0:  # the run's time is already spent: one round, no interval
+    late = budget is not None and budget.left() <= 0
+    if late:  # the run's time is already spent: one round, no interval
         min_rounds = max_rounds = 1
     start = time.monotonic()
     labels = list(steps)
@@ -178,6 +179,8 @@ def adaptive(steps: dict[str, Callable[[], None]], *, ratios: dict[str, tuple[st
             break
     else:
         rounds = max_rounds
+        if late:
+            stopped = "run budget spent before this block"
     if max_rounds < 2:
         result = {name: paired_ratio(times[a], times[b], floor=floor, target=target)
                   for name, (a, b, floor) in ratios.items()}
@@ -205,6 +208,11 @@ def ratio_text(r: dict) -> str:
         >>> ratio_text({"estimate": 0.9, "low": 0.85, "high": 0.95, "status": "impossible", "floor": 1.0, "n": 3})
         'not shown: measured 0.90x (95% CI 0.85–0.95) < 1.0 is impossible (measurement error)'
     """
+    if r.get("n", 2) < 2 or not math.isfinite(r["high"]) or r["low"] <= 0:
+        rounds = f"{r.get('n', 1)} round{'s' if r.get('n', 1) != 1 else ''}"
+        if r.get("floor") is not None and r["estimate"] < r["floor"]:
+            return f"not shown: measured {r['estimate']:.2f}x < {r['floor']:.1f} in {rounds} (measurement error)"
+        return f"{r['estimate']:.2f}x (no interval: {rounds})"
     ci = f"95% CI {r['low']:.2f}–{r['high']:.2f}"
     if r["status"] == "impossible":
         return f"not shown: measured {r['estimate']:.2f}x ({ci}) < {r['floor']:.1f} is impossible (measurement error)"

@@ -159,6 +159,8 @@ def test_an_impossible_overhead_is_flagged_not_shown():
     assert r["status"] == "impossible"
     text = ratio_text(r)
     assert text.startswith("not shown") and "measurement error" in text
+    one_round = paired_ratio([9.0], [10.0], floor=1.0)  # no interval, still never shown as a result
+    assert ratio_text(one_round).startswith("not shown") and "1 round" in ratio_text(one_round)
     within = paired_ratio([9.5, 10.6, 9.8, 10.2], [10.0, 10.0, 10.0, 10.0], floor=1.0)
     assert within["status"] != "impossible" and not ratio_text(within).startswith("0.")
 
