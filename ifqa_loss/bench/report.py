@@ -44,7 +44,7 @@ def load_text(report: dict) -> str:
     run = report.get("run", {}).get("load_average_1min")
     if not run or run.get("start") is None:
         return "load average not available"
-    return f"1-min load average {run['start']:.1f} at start, up to {run['max']:.1f} during the run"
+    return f"1-min load average {run['start']:.1f} at start, up to {max(run['max'], run['start']):.1f} during the run"
 
 
 def headline_ratios(report: dict) -> dict[str, tuple[dict, int, str]]:
@@ -160,6 +160,13 @@ def plot(report: dict, path: str) -> None:
     ax_ov.axhline(1.0, color="gray", lw=0.8)
     if values:  # an interval from two noisy rounds can reach 1e5: keep the bars readable, the interval clipped
         ax_ov.set_ylim(0, max(2.0, 1.5 * max(values)))
+    else:
+        import textwrap
+
+        ax_ov.set_xticks([])
+        ax_ov.set_yticks([])
+        ax_ov.text(0.5, 0.5, textwrap.fill(report.get("generator_skipped", "not measured"), 45), ha="center",
+                   va="center", fontsize=8, transform=ax_ov.transAxes)
     ax_ov.set(xlabel="training step (peak memory below)", ylabel="step time / generator-only step (95% CI)",
               title="Overhead on a generator step")
     env = report["environment"]
