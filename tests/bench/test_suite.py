@@ -136,7 +136,8 @@ def _scripted(monkeypatch, **series):
         return step()
 
     monkeypatch.setattr(timing, "timed_call", timed_call)
-    return {name: (lambda it=itertools.cycle(values): next(it)) for name, values in series.items()}
+    cycles = {name: itertools.cycle(values) for name, values in series.items()}
+    return {name: (lambda it=it: next(it)) for name, it in cycles.items()}
 
 
 def test_adaptive_rounds_stop_once_the_ratio_is_conclusive(monkeypatch):
