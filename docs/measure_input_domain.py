@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a train-ifqa last.pth")
     source.add_argument("--train", type=Path, metavar="OUT", help="train a small network into OUT first")
-    parser.add_argument("--steps", type=int, default=300, help="training steps with --train")
+    parser.add_argument("--steps", type=int, default=400, help="training steps with --train")
     parser.add_argument("--size", type=int, default=64, help="training and scoring side with --train")
     parser.add_argument("--json", type=Path, help="also write the raw scores here")
     args = parser.parse_args(argv)
