@@ -1,7 +1,7 @@
 """What an IFQA network does outside its input domain (README: Limitations). Prints a Markdown table.
 
     PYTHONPATH=$PWD python docs/measure_input_domain.py --checkpoint runs/ifqa/last.pth
-    PYTHONPATH=$PWD python docs/measure_input_domain.py --train runs/domain --steps 300   # trains a small one first
+    PYTHONPATH=$PWD python docs/measure_input_domain.py --train runs/domain --steps 400   # trains a small one first
 
 The published weights are not on this machine, so the network must be one trained by ``ifqa-loss train-ifqa``
 (``--train`` runs it on faces made from the bundled samples: a small, CPU-sized run, labelled as such). Each
