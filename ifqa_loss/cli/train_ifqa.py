@@ -22,10 +22,13 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _degradations(text: str | None):
+    """train-ifqa's default degradations with the fields of a JSON object (or file) replaced."""
     from ..training.degradations import DegradationConfig
+    from ..training.ifqa_config import TRAIN_DEGRADATIONS
 
+    defaults = {**DegradationConfig().to_dict(), **TRAIN_DEGRADATIONS}
     if not text:
-        return DegradationConfig()
+        return DegradationConfig(**defaults)
     source = Path(text).read_text() if Path(text).is_file() else text
     try:
         overrides = json.loads(source)
@@ -37,7 +40,7 @@ def _degradations(text: str | None):
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"--degradations: unknown fields {unknown}; known: {sorted(known)}")
-    return DegradationConfig(**overrides)
+    return DegradationConfig(**{**defaults, **overrides})
 
 
 def config_from_args(args: argparse.Namespace):
