@@ -22,13 +22,12 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _degradations(text: str | None):
-    """train-ifqa's default degradations with the fields of a JSON object (or file) replaced."""
+    """The default degradations with the fields of a JSON object (or file) replaced."""
     from ..training.degradations import DegradationConfig
-    from ..training.ifqa_config import TRAIN_DEGRADATIONS
 
-    defaults = {**DegradationConfig().to_dict(), **TRAIN_DEGRADATIONS}
+    defaults = DegradationConfig().to_dict()
     if not text:
-        return DegradationConfig(**defaults)
+        return DegradationConfig()
     source = Path(text).read_text() if Path(text).is_file() else text
     try:
         overrides = json.loads(source)

@@ -15,9 +15,6 @@ from .ifqa_objective import PRIMARY_PARTS, part_names
 
 PUBLISHED_D_WIDTHS = (64, 128, 256, 512, 1024)
 SCHEDULES = ("cosine", "constant")
-# train-ifqa's changes to DegradationConfig's defaults: full-resolution noise on 30 % of the degraded faces, so the
-# discriminator learns that pixel noise is not detail (up-sampled low-resolution noise is smooth).
-TRAIN_DEGRADATIONS = {"output_noise_prob": 0.3}
 # Fields that shape the networks: a resumed run must keep them (the checkpoint's weights fit no other).
 ARCHITECTURE_FIELDS = ("size", "d_widths", "d_bottleneck", "g_width", "g_depth", "g_blocks")
 # Fields that say where a run lives or how it was started, not how it trains: never recorded as changes.
@@ -65,7 +62,7 @@ class IFQATrainConfig:
     parsing: str | None = None
     mask_jitter: float = 0.02
     hflip: bool = True
-    degradations: DegradationConfig = field(default_factory=lambda: DegradationConfig(**TRAIN_DEGRADATIONS))
+    degradations: DegradationConfig = field(default_factory=DegradationConfig)
     val: str | None = None
     val_fraction: float = 0.1
     val_every: int = 500
