@@ -138,7 +138,7 @@ class QualityGuidance:
         if decode_every < 1:
             raise ValueError(f"decode_every must be >= 1, got {decode_every}")
         self.quality, self.quality_weight, self.fidelity_weight = quality, float(quality_weight), float(fidelity_weight)
-        self.operator = operator or resize_to
+        self.operator = operator
         self.fidelity = {"mse": F.mse_loss, "l1": F.l1_loss}.get(fidelity, fidelity)
         self.scale, self.schedule, self.normalize, self.max_norm = float(scale), schedule, normalize, max_norm
         self.steps, self.decode, self.decode_every = steps, decode, int(decode_every)
@@ -179,7 +179,9 @@ class QualityGuidance:
             if self.fidelity_weight:
                 if degraded is None:
                     raise ValueError("fidelity_weight > 0 needs the degraded image: pass degraded= to the loop")
-                parts["fidelity"] = self.fidelity(self.operator(image), degraded.to(image))
+                degraded = degraded.to(image)
+                measured = self.operator(image) if self.operator is not None else resize_to(image, degraded)
+                parts["fidelity"] = self.fidelity(measured, degraded)
         weights = {"quality": self.quality_weight, "fidelity": self.fidelity_weight,
                    "latent_fidelity": self.fidelity_weight}
         total = sum(weights[k] * v.float() for k, v in parts.items()) if parts else None
