@@ -34,6 +34,19 @@ def resize_to(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(image, size=like.shape[-2:], mode=mode)
 
 
+def fidelity_term(image: torch.Tensor, reference: torch.Tensor, *, operator: Callable | None = None,
+                  fidelity: Callable = F.mse_loss) -> torch.Tensor:
+    """``fidelity(A(image), reference)`` for image (N,3,H,W) and reference (N,3,h,w); A defaults to :func:`resize_to`.
+
+    Example:
+        >>> float(fidelity_term(torch.ones(1, 3, 8, 8), torch.ones(1, 3, 4, 4)))
+        0.0
+    """
+    reference = reference.to(image)
+    measured = operator(image) if operator is not None else resize_to(image, reference)
+    return fidelity(measured, reference)
+
+
 def process_gradient(grad: torch.Tensor, *, normalize: str | None = None, max_norm: float | None = None) -> torch.Tensor:
     """Per-sample gradient conditioning: ``normalize="rms"`` divides each sample's (N,C,h,w) gradient by its RMS
     (then ``scale`` is the step's RMS size in sample units); ``max_norm`` clips each sample's RMS to it.
@@ -179,9 +192,7 @@ class QualityGuidance:
             if self.fidelity_weight:
                 if degraded is None:
                     raise ValueError("fidelity_weight > 0 needs the degraded image: pass degraded= to the loop")
-                degraded = degraded.to(image)
-                measured = self.operator(image) if self.operator is not None else resize_to(image, degraded)
-                parts["fidelity"] = self.fidelity(measured, degraded)
+                parts["fidelity"] = fidelity_term(image, degraded, operator=self.operator, fidelity=self.fidelity)
         weights = {"quality": self.quality_weight, "fidelity": self.fidelity_weight,
                    "latent_fidelity": self.fidelity_weight}
         total = sum(weights[k] * v.float() for k, v in parts.items()) if parts else None
