@@ -69,6 +69,7 @@ class RewardFineTuner:
             ``grad_scaler=torch.amp.GradScaler("cuda")``: written, not executed on this machine).
         monitor, monitor_every: see the module docstring.
         seed: every step draws its noise from ``(seed, step, rank)``, so a resumed run repeats exactly.
+        denoiser: ``denoiser(x_t, t, cond)`` calling ``model`` your way (default :func:`unet_denoiser`).
 
     Example:
         >>> from diffusers import DDIMScheduler
@@ -86,7 +87,7 @@ class RewardFineTuner:
                  decode: Callable | None = None, sample_shape: Callable | None = None,
                  optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-4,
                  max_grad_norm: float | None = 1.0, autocast_dtype: torch.dtype | None = None, grad_scaler=None,
-                 monitor=None, monitor_every: int = 1, seed: int = 0):
+                 monitor=None, monitor_every: int = 1, seed: int = 0, denoiser: Callable | None = None):
         if not 1 <= k <= num_inference_steps:
             raise ValueError(f"k must be in 1..num_inference_steps ({num_inference_steps}), got {k}")
         if reward is None and fidelity_weight == 0:
@@ -97,7 +98,7 @@ class RewardFineTuner:
         self.reward_weight, self.fidelity_weight = float(reward_weight), float(fidelity_weight)
         self.fidelity = {"l1": F.l1_loss, "mse": F.mse_loss}.get(fidelity, fidelity)
         self.operator, self.k, self.num_inference_steps, self.strength = operator, k, num_inference_steps, strength
-        self.denoiser = unet_denoiser(model, condition=condition)
+        self.denoiser = denoiser or unet_denoiser(model, condition=condition)
         self.decode, self.sample_shape = decode, sample_shape or (lambda degraded: tuple(degraded.shape))
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:

@@ -57,13 +57,14 @@ def predicted_x0(sample: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: 
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
-def unet_denoiser(unet: torch.nn.Module, *, condition: str | None = "concat") -> Denoiser:
+def unet_denoiser(unet: torch.nn.Module, *, condition: str | None = "concat", **unet_kwargs) -> Denoiser:
     """A diffusers ``UNet2DModel`` as a denoiser.
 
     ``condition="concat"``: the UNet sees ``cat([x_t, cond])`` on channels (SR3 / DiffBIR-style; build the
     UNet with ``in_channels = C + C_cond``), with ``cond`` resized to the sample's size. ``None``: ``cond``
     is ignored (unconditional prior, as in DifFace / PGDiff, where the degraded image enters through the
-    start point and the guidance).
+    start point and the guidance). ``unet_kwargs`` go to every UNet call (e.g. ``encoder_hidden_states=``
+    for a ``UNet2DConditionModel``).
 
     Example:
         >>> from diffusers import UNet2DModel
@@ -83,7 +84,7 @@ def unet_denoiser(unet: torch.nn.Module, *, condition: str | None = "concat") ->
             if cond.shape[-2:] != sample.shape[-2:]:
                 cond = torch.nn.functional.interpolate(cond, size=sample.shape[-2:], mode="area")
             sample = torch.cat([sample, cond.to(sample.dtype)], dim=1)
-        return unet(sample, timestep).sample
+        return unet(sample, timestep, **unet_kwargs).sample
 
     return denoise
 
