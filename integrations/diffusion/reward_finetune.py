@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=32, help="restored side (degraded side is half)")
     p.add_argument("--batch-size", type=int, default=4, help="faces per update and process")
     p.add_argument("--inference-steps", type=int, default=4, help="DDIM steps per restoration")
+    p.add_argument("--strength", type=float, default=0.5,
+                   help="start from the up-sampled degraded face noised to this level (1: from pure noise)")
     p.add_argument("--k", type=int, default=1, help="steps the reward's gradient flows through (DRaFT-K)")
     p.add_argument("--lora", type=int, default=0, help="LoRA rank (0: fine-tune the whole UNet)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -120,6 +122,7 @@ def main(argv=None) -> int:
     scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
     tuner = RewardFineTuner(model, scheduler, reward=reward, reward_weight=args.reward_weight,
                             fidelity_weight=args.fidelity_weight, k=args.k, num_inference_steps=args.inference_steps,
+                            strength=args.strength,
                             lr=args.lr, autocast_dtype=amp, grad_scaler=scaler, seed=args.seed,
                             sample_shape=lambda lq: (lq.shape[0], 3, args.size, args.size))
     if args.resume and state_path.exists():

@@ -3,6 +3,7 @@ seam, LoRA, the example script in process and under torchrun (two gloo processes
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -149,8 +150,15 @@ def test_torchrun_two_gloo_processes_stay_in_sync(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(SCRIPT), "--out", str(tmp_path), "--steps", "2", "--size", "16", "--batch-size", "2",
                "--inference-steps", "2", "--k", "2"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not only the launcher
+        proc.communicate()
+        pytest.fail("torchrun did not finish within 240 s (rendezvous or a hung rank)")
+    assert proc.returncode == 0, stderr[-3000:]
     ranks = [json.loads((tmp_path / f"summary_rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["step"] == 2
     assert ranks[0]["trainable_checksum"] == ranks[1]["trainable_checksum"]  # different data, averaged gradients
