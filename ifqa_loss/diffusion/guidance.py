@@ -14,7 +14,7 @@ instead of store), the dominant term at 512 px (numbers: ``python -m ifqa_loss.d
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,8 @@ def fidelity_term(image: torch.Tensor, reference: torch.Tensor, *, operator: Cal
     return fidelity(measured, reference)
 
 
-def process_gradient(grad: torch.Tensor, *, normalize: str | None = None, max_norm: float | None = None) -> torch.Tensor:
+def process_gradient(grad: torch.Tensor, *, normalize: str | None = None,
+                     max_norm: float | None = None) -> torch.Tensor:
     """Per-sample gradient conditioning: ``normalize="rms"`` divides each sample's (N,C,h,w) gradient by its RMS
     (then ``scale`` is the step's RMS size in sample units); ``max_norm`` clips each sample's RMS to it.
 

@@ -11,7 +11,7 @@ metric-gaming defences' monitor plugs into: held-out judges, online refresh).
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -8,8 +8,8 @@ diffusers schedulers with ``alphas_cumprod`` and ``config.prediction_type`` (DDI
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

@@ -5,9 +5,10 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from helpers import tiny_ifqa_metric  # noqa: E402
 from ifqa_loss import IFQALoss  # noqa: E402
 from ifqa_loss.diffusion import bench  # noqa: E402
+
+from helpers import tiny_ifqa_metric  # noqa: E402
 
 
 def test_pixel_row_reports_time_and_memory(monkeypatch):

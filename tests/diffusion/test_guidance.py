@@ -5,11 +5,12 @@ import torch
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402
 
-from helpers import tiny_ifqa_metric  # noqa: E402
 from ifqa_loss import IFQALoss  # noqa: E402
 from ifqa_loss.diffusion.guidance import QualityGuidance, vae_decoder  # noqa: E402
 from ifqa_loss.diffusion.models import tiny_unet, tiny_vae  # noqa: E402
 from ifqa_loss.diffusion.sampling import sample, start_sample, unet_denoiser  # noqa: E402
+
+from helpers import tiny_ifqa_metric  # noqa: E402
 
 TARGET = 0.5
 

@@ -15,10 +15,11 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 from diffusers import DDIMScheduler  # noqa: E402
 
-from helpers import tiny_ifqa_metric  # noqa: E402
 from ifqa_loss import IFQALoss  # noqa: E402
 from ifqa_loss.diffusion.models import tiny_unet  # noqa: E402
 from ifqa_loss.diffusion.reward import RewardFineTuner, add_lora  # noqa: E402
+
+from helpers import tiny_ifqa_metric  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "integrations" / "diffusion" / "reward_finetune.py"
