@@ -35,13 +35,18 @@ def resize_to(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def fidelity_term(image: torch.Tensor, reference: torch.Tensor, *, operator: Callable | None = None,
-                  fidelity: Callable = F.mse_loss) -> torch.Tensor:
-    """``fidelity(A(image), reference)`` for image (N,3,H,W) and reference (N,3,h,w); A defaults to :func:`resize_to`.
+                  fidelity: str | Callable = "mse") -> torch.Tensor:
+    """``fidelity(A(image), reference)`` for image (N,3,H,W) and reference (N,3,h,w); A defaults to :func:`resize_to`,
+    ``fidelity`` is ``"mse"``, ``"l1"`` or a callable ``(measured, reference) -> scalar``.
 
     Example:
         >>> float(fidelity_term(torch.ones(1, 3, 8, 8), torch.ones(1, 3, 4, 4)))
         0.0
     """
+    if isinstance(fidelity, str):
+        if fidelity not in FIDELITY:
+            raise ValueError(f"fidelity must be one of {FIDELITY} or a callable, got {fidelity!r}")
+        fidelity = {"mse": F.mse_loss, "l1": F.l1_loss}[fidelity]
     reference = reference.to(image)
     measured = operator(image) if operator is not None else resize_to(image, reference)
     return fidelity(measured, reference)
@@ -153,7 +158,7 @@ class QualityGuidance:
             raise ValueError(f"decode_every must be >= 1, got {decode_every}")
         self.quality, self.quality_weight, self.fidelity_weight = quality, float(quality_weight), float(fidelity_weight)
         self.operator = operator
-        self.fidelity = {"mse": F.mse_loss, "l1": F.l1_loss}.get(fidelity, fidelity)
+        self.fidelity = fidelity
         self.scale, self.schedule, self.normalize, self.max_norm = float(scale), schedule, normalize, max_norm
         self.steps, self.decode, self.decode_every = steps, decode, int(decode_every)
         self.degraded_latent, self.clamp = degraded_latent, clamp

@@ -14,9 +14,8 @@ import os
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-from .guidance import fidelity_term, resize_to
+from .guidance import FIDELITY, fidelity_term, resize_to
 from .sampling import sample, start_sample, unet_denoiser
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
@@ -92,11 +91,11 @@ class RewardFineTuner:
             raise ValueError(f"k must be in 1..num_inference_steps ({num_inference_steps}), got {k}")
         if reward is None and fidelity_weight == 0:
             raise ValueError("nothing to train for: pass reward= (e.g. IFQALoss(...)) and/or fidelity_weight > 0")
-        if isinstance(fidelity, str) and fidelity not in ("l1", "mse"):
-            raise ValueError(f"fidelity must be 'l1', 'mse' or a callable, got {fidelity!r}")
+        if isinstance(fidelity, str) and fidelity not in FIDELITY:
+            raise ValueError(f"fidelity must be one of {FIDELITY} or a callable, got {fidelity!r}")
         self.model, self.scheduler, self.reward = model, scheduler, reward
         self.reward_weight, self.fidelity_weight = float(reward_weight), float(fidelity_weight)
-        self.fidelity = {"l1": F.l1_loss, "mse": F.mse_loss}.get(fidelity, fidelity)
+        self.fidelity = fidelity
         self.operator, self.k, self.num_inference_steps, self.strength = operator, k, num_inference_steps, strength
         self.denoiser = denoiser or unet_denoiser(model, condition=condition)
         self.decode, self.sample_shape = decode, sample_shape or (lambda degraded: tuple(degraded.shape))
@@ -144,7 +143,7 @@ class RewardFineTuner:
             parts["reward"] = self.reward(image.clamp(-1, 1))
         if self.fidelity_weight:
             if target is not None:
-                parts["fidelity"] = self.fidelity(image, target.to(image))
+                parts["fidelity"] = fidelity_term(image, target, fidelity=self.fidelity)
             else:
                 parts["fidelity"] = fidelity_term(image, degraded, operator=self.operator, fidelity=self.fidelity)
         weights = {"reward": self.reward_weight, "fidelity": self.fidelity_weight}
