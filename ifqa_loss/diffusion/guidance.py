@@ -160,6 +160,8 @@ class QualityGuidance:
         self.operator = operator
         self.fidelity = fidelity
         self.scale, self.schedule, self.normalize, self.max_norm = float(scale), schedule, normalize, max_norm
+        if steps is not None and not isinstance(steps, slice):
+            steps = frozenset(int(i) for i in steps)
         self.steps, self.decode, self.decode_every = steps, decode, int(decode_every)
         self.degraded_latent, self.clamp = degraded_latent, clamp
         self._guided = 0  # guided steps so far in this loop (decode_every counts these)
@@ -173,7 +175,7 @@ class QualityGuidance:
         if isinstance(self.steps, slice):
             start, stop = self.steps.start or 0.0, 1.0 if self.steps.stop is None else self.steps.stop
             return start <= index / total < stop
-        return index in set(self.steps)
+        return index in self.steps
 
     def weight(self, index: int, total: int, alpha_bar_t: torch.Tensor) -> float:
         """``scale * schedule`` at this step."""

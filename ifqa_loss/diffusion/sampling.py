@@ -159,12 +159,12 @@ def sample(denoiser: Denoiser, scheduler, x: torch.Tensor, timesteps: torch.Tens
     total = len(timesteps)
     for index, t in enumerate(timesteps):
         with_grad = index >= total - grad_last_k
-        shift = None
+        out = shift = None
         if guidance is not None and guidance.active(index, total):
             out, shift, entry = guidance(x, t, index, denoiser=denoiser, scheduler=scheduler, cond=cond,
                                          degraded=degraded)
             log.append(entry)
-        if shift is None or with_grad:
+        if out is None or with_grad:  # the guided output is detached: rerun where the reward needs its graph
             with torch.set_grad_enabled(with_grad):
                 out = denoiser(x, t, cond)
         with torch.set_grad_enabled(with_grad):

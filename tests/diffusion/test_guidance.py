@@ -149,3 +149,11 @@ def test_refusals_name_the_fix():
     guidance = QualityGuidance(quality=brightness, fidelity_weight=1.0)
     with pytest.raises(ValueError, match="degraded="):
         guidance.objective(torch.zeros(1, 3, 8, 8), None)
+
+
+def test_steps_as_an_iterable_guide_exactly_those_steps_every_run():
+    scheduler = scheduler_for("ddim", steps=5)
+    guidance = QualityGuidance(quality=brightness, scale=0.1, steps=(i for i in (1, 3)))  # a one-shot generator
+    for _ in range(2):
+        out = run(gaussian_denoiser(scheduler), scheduler, (1, 3, 8, 8), guidance)
+        assert [e["index"] for e in out.log] == [1, 3]
