@@ -209,9 +209,13 @@ class RewardFineTuner:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` atomically (a crash never leaves a half-written file)."""
-        tmp = f"{path}.tmp"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

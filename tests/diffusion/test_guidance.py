@@ -157,3 +157,32 @@ def test_steps_as_an_iterable_guide_exactly_those_steps_every_run():
     for _ in range(2):
         out = run(gaussian_denoiser(scheduler), scheduler, (1, 3, 8, 8), guidance)
         assert [e["index"] for e in out.log] == [1, 3]
+
+
+def test_guidance_report_script_runs_and_refuses_missing_weights(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
+    from ifqa_loss.weights import save_checkpoint
+
+    script = Path(__file__).resolve().parents[2] / "integrations" / "diffusion" / "guidance_report.py"
+    spec = importlib.util.spec_from_file_location("guidance_report", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(save_checkpoint(tmp_path / f"d{seed}.pth", IFQADiscriminator(widths=(4, 8, 8, 16, 16),
+                                                                                   num_bottleneck=1), "ifqa"))
+    assert module.main(["--guide", str(tmp_path / "missing.pth"), "--judge", str(paths[1])]) == 2
+    assert "train-ifqa" in capsys.readouterr().err
+    out = tmp_path / "report.json"
+    assert module.main(["--guide", str(paths[0]), "--judge", str(paths[1]), "--images", "2", "--seeds", "2",
+                        "--steps", "4", "--size", "32", "--out", str(out)]) == 0
+    import json
+
+    report = json.loads(out.read_text())
+    assert report["n"] == 4 and set(report["arms"]) == {"unguided", "fidelity_only", "ifqa+fidelity"}
+    low, high = report["arms"]["ifqa+fidelity"]["judge_minus_unguided"][1:]
+    assert low <= high
