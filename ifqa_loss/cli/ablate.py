@@ -24,6 +24,10 @@ def ablate(args: argparse.Namespace) -> int:
     if not args.config:
         return fail("ablate needs --config SWEEP.yaml (see integrations/ablation/sweep_tiny.yaml), "
                     "or `ablate report RUN_DIR` to merge finished shards")
+    import importlib.util
+
+    if importlib.util.find_spec("statsmodels") is None:  # the report needs it: say so before hours of training
+        return fail("ablate's report (Holm correction) needs statsmodels: pip install 'ifqa-loss[ablation]'")
     try:
         cfg = load_config(args.config)
         shard = parse_shard(args.shard) if args.shard else None
