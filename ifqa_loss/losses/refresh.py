@@ -148,7 +148,8 @@ class Refresher:
                 p.grad = None
         self._project()
         self.step += 1
-        return {"loss_real": float(loss_real), "loss_restored": float(loss_fake), "l2sp": float(l2sp),
+        return {"loss_real": float(loss_real.detach()), "loss_restored": float(loss_fake.detach()),
+                "l2sp": float(l2sp.detach()),
                 "distance": self.distance(), "lr": lr, "step": self.step}
 
     @torch.no_grad()
