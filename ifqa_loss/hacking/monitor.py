@@ -106,7 +106,8 @@ class HackingMonitor:
             self.log(f"step {step}: optimised {record['optimised']:.4f} (gain {d_opt:+.4f}), judges {judged} "
                      f"(mean gain {d_judge:+.4f})" + ("  DIVERGING: judges do not follow" if record["flagged"] else ""))
         if record["flagged"] and not self.flagged:
-            warnings.warn(f"step {step}: the optimised metric gained {d_opt:+.3f} while the judges moved {d_judge:+.3f} "
+            warnings.warn(f"step {step}: the optimised metric gained {d_opt:+.3f} while the judges moved "
+                          f"{d_judge:+.3f} "
                           f"(<= {self.flat_ratio} x the gain): the restorer may be gaming the metric (docs/hacking.md)",
                           HackingWarning, stacklevel=2)
         self.flagged = self.flagged or record["flagged"]

@@ -88,7 +88,7 @@ class FrozenMetricLoss(nn.Module):
         if ensemble_combine not in ENSEMBLE_COMBINE:
             raise ValueError(f"ensemble_combine must be one of {ENSEMBLE_COMBINE}, got {ensemble_combine!r}")
         refresh_cfg = refresh_config(refresh)
-        if refresh_cfg is not None:  # the loss trains its own copy: a metric shared with judges or users stays as it was
+        if refresh_cfg is not None:  # the loss trains its own copy; a shared metric stays as it was
             loaded = QualityMetric(copy.deepcopy(loaded.net), loaded.spec, channels_last=loaded.channels_last,
                                    compile=loaded.compile, precision=loaded.precision, fast=loaded.fast)
         self.__dict__["metric"] = loaded  # unregistered on purpose (see the class docstring)
@@ -138,7 +138,7 @@ class FrozenMetricLoss(nn.Module):
         return per_image.mean(0) if self.ensemble_combine == "mean" else per_image.amax(0)
 
     def update(self, real: torch.Tensor, restored: torch.Tensor) -> dict[str, float]:
-        """One online-refresh step of the loss's metric (``refresh=`` must be set); see :mod:`~ifqa_loss.losses.refresh`.
+        """One online-refresh step of the loss's metric (``refresh=`` must be set); see ``losses/refresh.py``.
 
         ``real`` (N,3,H,W) and ``restored`` (M,3,H,W) in ``input_range``; ``restored`` is detached.
         """
@@ -166,7 +166,7 @@ _REFRESH_KEY = "refresh"
 
 
 def _add_metric_weights(module: FrozenMetricLoss, state_dict: dict, prefix: str, local_metadata) -> None:
-    """state_dict post-hook: the frozen metric (or a refreshing loss's refresh state) joins a checkpoint only when asked."""
+    """state_dict post-hook: the frozen metric (or a refreshing loss's state) joins a checkpoint only when asked."""
     if module.include_in_state_dict and module.refresher is not None:
         state_dict[prefix + _REFRESH_KEY] = module.refresher.state_dict()
     elif module.include_in_state_dict:
@@ -183,7 +183,8 @@ def _take_metric_weights(module: FrozenMetricLoss, state_dict: dict, prefix: str
     refresh_state = state_dict.pop(prefix + _REFRESH_KEY, None)
     if refresh_state is not None:
         if module.refresher is None:
-            raise RuntimeError(f"the checkpoint carries a refreshed {module.metric.name} under {prefix + _REFRESH_KEY!r}; "
+            raise RuntimeError(f"the checkpoint carries a refreshed {module.metric.name} under "
+                               f"{prefix + _REFRESH_KEY!r}; "
                                "build the loss with the same refresh={...} to load it, or drop that key")
         module.refresher.load_state_dict(refresh_state)
     metric_prefix = prefix + _METRIC_PREFIX

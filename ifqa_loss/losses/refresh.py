@@ -40,7 +40,8 @@ class RefreshConfig:
         l2sp: weight of the L2-SP penalty ``l2sp / 2 * ||w - w0||^2``.
         max_shift: hard bound on ``||w - w0|| / ||w0||`` (projection after every step).
         schedule: a :class:`~ifqa_loss.LossComposer` schedule spec for the learning-rate factor
-            (``{"type": "linear_warmup", "steps": 100}``, ``{"type": "step", "milestones": [...]}``); ``None``: constant.
+            (``{"type": "linear_warmup", "steps": 100}``, ``{"type": "step", "milestones": [...]}``);
+            ``None``: constant.
     """
 
     lr: float = 1e-5
@@ -180,9 +181,11 @@ class Refresher:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; refuses another format, metric, architecture or starting point."""
         if not isinstance(state, dict) or state.get("format") != REFRESH_FORMAT:
-            raise ValueError(f"not a refresh state (format {REFRESH_FORMAT!r}); save it with loss.refresher.state_dict()")
+            raise ValueError(f"not a refresh state (format {REFRESH_FORMAT!r}); save it with "
+                             "loss.refresher.state_dict()")
         if state.get("metric") != self.metric.name:
-            raise ValueError(f"the refresh state is for {state.get('metric')!r}, this loss refreshes {self.metric.name!r}")
+            raise ValueError(f"the refresh state is for {state.get('metric')!r}, this loss refreshes "
+                             f"{self.metric.name!r}")
         names = [name for name, _ in self.metric.net.named_parameters()]
         anchor = state["anchor"]
         if list(anchor) != names or any(anchor[n].shape != a.shape for n, a in zip(names, self.anchor, strict=True)):

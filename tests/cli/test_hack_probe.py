@@ -52,7 +52,8 @@ def test_self_judge_agrees_and_keys_are_as_documented(setup):
     assert proc.returncode == 0, proc.stderr
     report = _strict(out.read_text())
     opt, (same, other) = report["optimised"], report["judges"]
-    assert opt["name"] == str(setup["a"]) and [j["name"] for j in report["judges"]] == [str(setup["a"]), str(setup["b"])]
+    assert opt["name"] == str(setup["a"])
+    assert [j["name"] for j in report["judges"]] == [str(setup["a"]), str(setup["b"])]
     assert (same["before"], same["after"]) == (opt["before"], opt["after"])
     assert opt["after"] > opt["before"]
     assert other["before"] != opt["before"]
