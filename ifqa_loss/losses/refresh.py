@@ -127,8 +127,9 @@ class Refresher:
             for p in self.params:
                 p.requires_grad_(True)
             with torch.enable_grad():
-                real_logits = self.metric.logits(real.detach(), **options).float()
-                fake_logits = self.metric.logits(restored.detach(), **options).float()
+                # Clamped like out_of_range="clamp": an unbounded generator's small overshoot is no error here.
+                real_logits = self.metric.logits(real.detach().clamp(*self.input_range), **options).float()
+                fake_logits = self.metric.logits(restored.detach().clamp(*self.input_range), **options).float()
                 loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                 loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
                 l2sp = sum(((p - a) ** 2).sum() for p, a in zip(self.params, self.anchor, strict=True))
