@@ -132,7 +132,7 @@ def run_pair(opt_name: str, judge_name: str, metrics: dict, probe: dict, real: t
         rows[condition] = {
             "optimised_before": interval(o0), "optimised_after": interval(o1), "optimised_gain": interval(opt_gain),
             "judge_before": interval(j0), "judge_after": interval(j1), "judge_gain": interval(judge_gain),
-            "ratio": float(judge_gain.mean() / opt_gain.mean()) if abs(float(opt_gain.mean())) > 1e-9 else None,
+            "ratio": float(judge_gain.mean() / opt_gain.mean()) if abs(float(opt_gain.mean())) >= 1e-3 else None,
             "psnr_gt_before": interval(d0["psnr"]), "psnr_gt_after": interval(d1["psnr"]),
             "psnr_gt_change": interval(d1["psnr"] - d0["psnr"]),
             "ssim_gt_before": interval(d0["ssim"]), "ssim_gt_after": interval(d1["ssim"]),
@@ -143,6 +143,59 @@ def run_pair(opt_name: str, judge_name: str, metrics: dict, probe: dict, real: t
         print(f"  {opt_name}->{judge_name} {condition:14s} opt {rows[condition]['optimised_gain'][0]:+.3f} "
               f"judge {rows[condition]['judge_gain'][0]:+.3f} ratio {rows[condition]['ratio']} "
               f"PSNR {rows[condition]['psnr_gt_after'][0]:.2f} ({seconds:.0f} s)", file=sys.stderr)
+    return rows
+
+
+def run_ablation(paths: dict, metrics: dict, probe: dict, work: Path, args) -> dict:
+    """A restorer trained with L1 + w * IFQA(A) under each defence (built-in ablation trainer), judged by B.
+
+    Gains are against the L1-only baseline trained from the same seed on the same batches. A
+    HackingMonitor (A optimised, B judging) watches every run on the probe set.
+    """
+    from ifqa_loss.ablation import config_from_dict
+    from ifqa_loss.ablation.builtin import prepare_data, restore, train_setting
+    from ifqa_loss.ablation.config import Setting
+    from ifqa_loss.hacking import HackingMonitor, distortion
+
+    hq = work / "data_restorer"
+    if not hq.is_dir():
+        write_set(hq, crops(PHOTOS["held_out"], args.crops, seed=123))
+    defences = {"baseline": None, "none": {}, "eot": {"augment": {"draws": 4, "seed": 0}},
+                "ensemble_min": {"ensemble": [str(paths["C"])], "ensemble_combine": "min"},
+                "refresh": {"refresh": {"lr": args.refresh_lr, "l2sp": 1.0, "max_shift": args.refresh_shift}}}
+    rows, restored = {}, {}
+    for name, loss_options in defences.items():
+        raw = {"seeds": [0], "base": {"l1": {"type": "L1Loss", "weight": 1.0}},
+               "sweep": [{"metric": "ifqa", "weights": [args.ablation_weight], "loss": loss_options or {}}],
+               "metrics": {"ifqa": {"checkpoint": str(paths["A"])}},
+               "data": {"hq": str(hq), "size": 64, "val_count": 1,
+                        "degradation": {"blur_sigma": [args.blur, args.blur], "motion_blur_prob": 0.0,
+                                        "downsample_prob": 0.0, "noise_prob": 0.0, "jpeg_prob": 0.0,
+                                        "color_shift_prob": 0.0, "photometric_prob": 0.0, "gray_prob": 0.0,
+                                        "reference_size": None}},
+               "model": {"kwargs": {"width": 8, "depth": 2}},
+               "train": {"steps": args.ablation_steps, "batch_size": 8, "lr": 1e-3, "device": "cpu"}}
+        cfg = config_from_dict(raw)
+        setting = Setting(None, 0.0, None, 0) if loss_options is None else Setting("ifqa", args.ablation_weight,
+                                                                                   "constant", 0)
+        monitor = HackingMonitor(metrics["A"], {"B": metrics["B"]}, probe["lq"], gt=probe["gt"],
+                                 every=max(args.ablation_steps // 5, 1))
+        start = time.time()
+        net, _ = train_setting(cfg, setting, prepare_data(cfg), device=torch.device("cpu"),
+                               metrics={"ifqa": metrics["A"]}, lpips=None, progress=False,
+                               on_step=lambda step, n, m=monitor: m(step + 1, lambda lq: n(lq)))
+        restored[name] = restore(net, probe["lq"], cfg.model, device=torch.device("cpu"))
+        rows[name] = {"seconds": time.time() - start, "monitor": monitor.history, "flagged": monitor.flagged}
+        print(f"  ablation {name}: {rows[name]['seconds']:.0f} s, flagged {monitor.flagged}", file=sys.stderr)
+    base = restored["baseline"]
+    a0, b0 = scores(metrics["A"], base), scores(metrics["B"], base)
+    for name, out in restored.items():
+        a_gain, b_gain = scores(metrics["A"], out) - a0, scores(metrics["B"], out) - b0
+        rows[name].update(optimised=interval(scores(metrics["A"], out)), judge=interval(scores(metrics["B"], out)),
+                          optimised_gain=interval(a_gain), judge_gain=interval(b_gain),
+                          ratio=float(b_gain.mean() / a_gain.mean()) if abs(float(a_gain.mean())) >= 1e-3 else None,
+                          psnr_gt=interval(distortion(out, probe["gt"])["psnr"]),
+                          ssim_gt=interval(distortion(out, probe["gt"])["ssim"]))
     return rows
 
 
@@ -170,6 +223,16 @@ def markdown(results: dict) -> str:
             lines.append(f"| {condition} | {fmt(r['optimised_after'])} | {fmt(r['optimised_gain'])} | "
                          f"{fmt(r['judge_after'])} | {fmt(r['judge_gain'])} | {ratio} | "
                          f"{r['psnr_gt_before'][0]:.2f} → {fmt(r['psnr_gt_after'], 2)} | {fmt(r['ssim_gt_after'])} |")
+    if "ablation" in results:
+        lines += ["", f"**Restorer ablation** (L1 + {results['settings']['ablation_weight']} x IFQA(A), "
+                  f"{results['settings']['ablation_steps']} steps; gains vs the L1-only baseline)", "",
+                  "| defence | A (optimised) | gain | B (judge) | judged gain | judged / optimised | PSNR to clean |"
+                  " SSIM | monitor flagged |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in results["ablation"].items():
+            ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            lines.append(f"| {name} | {fmt(r['optimised'])} | {fmt(r['optimised_gain'])} | {fmt(r['judge'])} | "
+                         f"{fmt(r['judge_gain'])} | {ratio} | {fmt(r['psnr_gt'], 2)} | {fmt(r['ssim_gt'])} | "
+                         f"{r['flagged']} |")
     return "\n".join(lines)
 
 
@@ -187,6 +250,9 @@ def main() -> None:
     parser.add_argument("--opt-lr", type=float, default=0.01, help="Adam learning rate on the pixels")
     parser.add_argument("--refresh-lr", type=float, default=1e-4)
     parser.add_argument("--refresh-shift", type=float, default=0.05)
+    parser.add_argument("--ablation-steps", type=int, default=150, help="restorer steps per setting (0: skip)")
+    parser.add_argument("--ablation-weight", type=float, default=1.0, help="IFQA weight in the restorer ablation")
+    parser.add_argument("--only-ablation", action="store_true", help="skip the pixel optimisation")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     warnings.simplefilter("ignore")
@@ -214,9 +280,11 @@ def main() -> None:
         "training_logs": {n: (work / f"run{n}" / "log.csv").read_text().splitlines()[-1] for n in metrics},
         "pairs": {},
     }
-    for opt_name, judge_name in (("A", "B"), ("B", "A")):
+    for opt_name, judge_name in () if args.only_ablation else (("A", "B"), ("B", "A")):
         results["pairs"][f"{opt_name} → {judge_name}"] = run_pair(opt_name, judge_name, metrics,
                                                                   {"lq": lq, "gt": gt}, real, args)
+    if args.ablation_steps:
+        results["ablation"] = run_ablation(paths, metrics, {"lq": lq, "gt": gt}, work, args)
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print(markdown(results))
 

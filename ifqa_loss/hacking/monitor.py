@@ -76,7 +76,11 @@ class HackingMonitor:
 
     @torch.no_grad()
     def score(self, restored: torch.Tensor) -> dict:
-        """Scores of (N,3,H,W) restored images: ``{"optimised": float, "judges": {name: float}}`` (+ ``psnr``)."""
+        """Scores of (N,3,H,W) restored images: ``{"optimised": float, "judges": {name: float}}`` (+ ``psnr``).
+
+        Values are clamped to ``input_range`` first, as a saved image would be (unbounded generators overshoot).
+        """
+        restored = restored.clamp(*self.input_range)
         def mean_score(metric):
             device = next(metric.net.parameters()).device
             return float(metric.score(restored.to(device), input_range=self.input_range).mean())
