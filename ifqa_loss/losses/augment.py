@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-__all__ = ["EOTConfig", "eot_config", "sample_eot_params", "apply_eot", "EOT"]
+__all__ = ["EOTConfig", "eot_config", "config_option", "sample_eot_params", "apply_eot", "EOT"]
 
 
 @dataclass(frozen=True)
@@ -74,23 +74,31 @@ def eot_config(augment) -> EOTConfig | None:
         >>> eot_config({"draws": 2, "seed": 3}).draws, eot_config("none")
         (2, None)
     """
-    if augment is None or augment is False or augment == "none":
+    if augment == "none":
         return None
-    if augment is True or augment == "eot":
-        return EOTConfig()
-    if isinstance(augment, EOTConfig):
-        return augment
-    if isinstance(augment, dict):
-        known = {f.name for f in fields(EOTConfig)}
-        unknown = sorted(set(augment) - known)
+    return config_option(True if augment == "eot" else augment, EOTConfig, "augment")
+
+
+def config_option(value, cls, name: str):
+    """A dataclass option: ``None``/``False`` (off) -> ``None``; ``True`` -> defaults; a ``cls``; a dict of fields.
+
+    Example:
+        >>> config_option({"draws": 2}, EOTConfig, "augment").draws, config_option(False, EOTConfig, "augment")
+        (2, None)
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
         if unknown:
-            raise ValueError(f"augment: unknown field(s) {unknown}; valid fields are {sorted(known)}")
-        options = dict(augment)
-        if options.get("jpeg_quality") is not None:
-            options["jpeg_quality"] = tuple(options["jpeg_quality"])
-        return EOTConfig(**options)
-    raise ValueError(f"augment must be None, 'none', 'eot', True, a dict of EOTConfig fields or an EOTConfig; "
-                     f"got {augment!r}")
+            raise ValueError(f"{name}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
+        return cls(**value)
+    raise ValueError(f"{name} must be None, True, a dict of {cls.__name__} fields or a {cls.__name__}; got {value!r}")
 
 
 def sample_eot_params(count: int, config: EOTConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -20,10 +20,12 @@ steps).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .augment import config_option
 
 __all__ = ["RefreshConfig", "refresh_config", "Refresher", "REFRESH_FORMAT"]
 
@@ -64,19 +66,7 @@ def refresh_config(refresh) -> RefreshConfig | None:
         >>> refresh_config({"lr": 1e-4}).max_shift, refresh_config(None)
         (0.05, None)
     """
-    if refresh is None or refresh is False:
-        return None
-    if refresh is True:
-        return RefreshConfig()
-    if isinstance(refresh, RefreshConfig):
-        return refresh
-    if isinstance(refresh, dict):
-        known = {f.name for f in fields(RefreshConfig)}
-        unknown = sorted(set(refresh) - known)
-        if unknown:
-            raise ValueError(f"refresh: unknown field(s) {unknown}; valid fields are {sorted(known)}")
-        return RefreshConfig(**refresh)
-    raise ValueError(f"refresh must be None, True, a dict of RefreshConfig fields or a RefreshConfig; got {refresh!r}")
+    return config_option(refresh, RefreshConfig, "refresh")
 
 
 class Refresher:

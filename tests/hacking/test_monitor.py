@@ -2,16 +2,10 @@
 import pytest
 import torch
 
-from ifqa_loss import IFQALoss, QualityMetric
+from ifqa_loss import IFQALoss
 from ifqa_loss.hacking import HackingMonitor, HackingWarning, optimise_pixels
-from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
-from ifqa_loss.registry import get_spec
 
-
-def small_metric(seed: int = 0) -> QualityMetric:
-    torch.manual_seed(seed)
-    return QualityMetric(IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1, input_size=64),
-                         get_spec("ifqa"))
+from helpers import small_ifqa_metric
 
 
 class _Scripted:
@@ -46,7 +40,7 @@ def test_does_not_flag_when_judges_follow():
 
 def test_pixel_gaming_of_one_network_is_flagged_by_another(tmp_path):
     """A real loop: Adam on pixels against metric A, judged by an independent network B."""
-    a, b = small_metric(0), small_metric(1)
+    a, b = small_ifqa_metric(0), small_ifqa_metric(1)
     probe = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
     lines = []
     monitor = HackingMonitor(a, {"B": b}, probe, gt=probe, every=10, log=lines.append)

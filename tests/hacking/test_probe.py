@@ -2,16 +2,10 @@
 import pytest
 import torch
 
-from ifqa_loss import IFQALoss, QualityMetric
+from ifqa_loss import IFQALoss
 from ifqa_loss.hacking import hack_probe, optimise_pixels
-from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
-from ifqa_loss.registry import get_spec
 
-
-def small_metric(seed: int = 0) -> QualityMetric:
-    torch.manual_seed(seed)
-    return QualityMetric(IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1, input_size=64),
-                         get_spec("ifqa"))
+from helpers import small_ifqa_metric
 
 
 def images(n=3, size=48, seed=1):
@@ -20,11 +14,10 @@ def images(n=3, size=48, seed=1):
 
 
 def test_a_judge_equal_to_the_optimised_metric_agrees_exactly():
-    a = small_metric(0)
-    twin = QualityMetric(IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1, input_size=64),
-                         get_spec("ifqa"))
+    a = small_ifqa_metric(0)
+    twin = small_ifqa_metric(5)
     twin.net.load_state_dict(a.net.state_dict())  # an independent copy of the same weights
-    report = hack_probe(a, [twin, small_metric(1)], images(), steps=15, lr=0.02)
+    report = hack_probe(a, [twin, small_ifqa_metric(1)], images(), steps=15, lr=0.02)
     judge = report["judges"][0]
     assert (judge["before"], judge["after"]) == (report["optimised"]["before"], report["optimised"]["after"])
     assert judge["gain_ratio"] == pytest.approx(1.0)
@@ -34,7 +27,7 @@ def test_a_judge_equal_to_the_optimised_metric_agrees_exactly():
 
 
 def test_scores_are_measured_without_augmentation_and_the_report_is_complete():
-    a, b, start = small_metric(0), small_metric(1), images(2, size=64)
+    a, b, start = small_ifqa_metric(0), small_ifqa_metric(1), images(2, size=64)
     gt = images(2, size=64, seed=5)
     report = hack_probe(a, [b], start, gt=gt, steps=3, augment="eot", seed=2)
     plain = a.score(torch.stack(start), input_range=(0, 1)).double().mean().item()
@@ -45,7 +38,7 @@ def test_scores_are_measured_without_augmentation_and_the_report_is_complete():
 
 
 def test_zero_steps_changes_nothing_and_psnr_is_null_not_infinite():
-    report = hack_probe(small_metric(0), [small_metric(1)], images(1), steps=0)
+    report = hack_probe(small_ifqa_metric(0), [small_ifqa_metric(1)], images(1), steps=0)
     assert report["optimised"]["before"] == report["optimised"]["after"]
     assert report["psnr"] is None and report["ssim"] == pytest.approx(1.0)
     assert report["judges"][0]["gain_ratio"] is None
@@ -53,12 +46,12 @@ def test_zero_steps_changes_nothing_and_psnr_is_null_not_infinite():
 
 def test_images_of_different_sizes_are_optimised_in_their_own_batches():
     mixed = images(1, size=48) + images(1, size=64, seed=3)
-    report = hack_probe(small_metric(0), [small_metric(1)], mixed, steps=2)
+    report = hack_probe(small_ifqa_metric(0), [small_ifqa_metric(1)], mixed, steps=2)
     assert len(report["images"]) == 2
 
 
 def test_a_refreshing_loss_needs_real_images():
-    loss = IFQALoss(metric=small_metric(0), input_range=(0, 1), refresh=True)
+    loss = IFQALoss(metric=small_ifqa_metric(0), input_range=(0, 1), refresh=True)
     with pytest.raises(ValueError, match="real="):
         optimise_pixels(torch.stack(images(1)), loss, steps=1)
     out = optimise_pixels(torch.stack(images(1)), loss, steps=2, real=torch.stack(images(1, seed=4)))

@@ -4,16 +4,10 @@ import warnings
 
 import torch
 
-from ifqa_loss import IFQALoss, QualityMetric
+from ifqa_loss import IFQALoss
 from ifqa_loss.hacking import HackingMonitor
-from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
-from ifqa_loss.registry import get_spec
 
-
-def _metric(seed):
-    torch.manual_seed(seed)
-    return QualityMetric(IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1, input_size=64),
-                         get_spec("ifqa"))
+from helpers import small_ifqa_metric
 
 
 class _Generator(torch.nn.Module):
@@ -29,9 +23,10 @@ def test_after_generator_step_refreshes_and_monitors():
     model = object.__new__(GFPGANIFQAModel)  # the hook only needs these attributes of a built model
     model.opt = {"dist": False}
     model.net_g = _Generator()
-    model.cri_ifqa = IFQALoss(metric=_metric(0), refresh={"lr": 1e-3})
+    model.cri_ifqa = IFQALoss(metric=small_ifqa_metric(0), refresh={"lr": 1e-3})
     model.gt, model.output = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) - 0.5
-    model.hacking_monitor = HackingMonitor(_metric(0), {"B": _metric(1)}, torch.rand(2, 3, 64, 64) * 2 - 1, every=1,
+    probe = torch.rand(2, 3, 64, 64) * 2 - 1
+    model.hacking_monitor = HackingMonitor(small_ifqa_metric(0), {"B": small_ifqa_metric(1)}, probe, every=1,
                                            input_range=(-1, 1))
     model.after_generator_step(0)
     assert model.cri_ifqa.refresher.step == 1 and model.cri_ifqa.refresher.distance() > 0

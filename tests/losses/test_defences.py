@@ -4,17 +4,10 @@ import copy
 import pytest
 import torch
 
-from ifqa_loss import IFQALoss, QualityMetric
+from ifqa_loss import IFQALoss
 from ifqa_loss.losses.augment import EOTConfig
-from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
-from ifqa_loss.registry import get_spec
 
-
-def small_metric(seed: int = 0, dtype=torch.float32) -> QualityMetric:
-    """IFQA architecture at 64 px native size with narrow widths (what the evidence page trains)."""
-    torch.manual_seed(seed)
-    net = IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1, input_size=64).to(dtype)
-    return QualityMetric(net, get_spec("ifqa"))
+from helpers import small_ifqa_metric
 
 
 def images(n=2, size=48, seed=1, dtype=torch.float32):
@@ -28,7 +21,7 @@ def test_eot_draws_are_reproducible_with_a_seed_and_change_with_it():
     x = images()
     values = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
-        loss = IFQALoss(metric=small_metric(), input_range=(0, 1), augment={"draws": 3, "seed": seed})
+        loss = IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1), augment={"draws": 3, "seed": seed})
         values[name] = [loss(x).item() for _ in range(3)]  # successive calls draw new transformations
     assert values["a"] == values["b"]
     assert values["a"] != values["c"]
@@ -36,7 +29,7 @@ def test_eot_draws_are_reproducible_with_a_seed_and_change_with_it():
 
 
 def test_eot_is_off_by_default_and_identity_at_zero_strength():
-    metric, x = small_metric(), images()
+    metric, x = small_ifqa_metric(), images()
     plain = IFQALoss(metric=metric, input_range=(0, 1))
     assert plain.augment is None and plain.eot is None
     identity = EOTConfig(draws=1, shift=0, flip=False, scale=0, brightness=0, contrast=0, saturation=0, blur_sigma=0,
@@ -61,7 +54,7 @@ def test_eot_transformations_pass_gradcheck():
 def test_eot_loss_gradient_is_reproducible_and_reaches_every_image():
     grads = []
     for _ in range(2):
-        loss = IFQALoss(metric=small_metric(), input_range=(0, 1), augment={"draws": 2, "seed": 7})
+        loss = IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1), augment={"draws": 2, "seed": 7})
         x = images(2).requires_grad_(True)
         loss(x).backward()
         grads.append(x.grad)
@@ -70,7 +63,7 @@ def test_eot_loss_gradient_is_reproducible_and_reaches_every_image():
 
 
 def test_eot_with_jpeg_gives_finite_gradients_to_every_image():
-    loss = IFQALoss(metric=small_metric(), input_range=(0, 1), augment={"draws": 4, "jpeg_prob": 1.0, "seed": 0})
+    loss = IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1), augment={"draws": 4, "jpeg_prob": 1.0, "seed": 0})
     x = images(3).requires_grad_(True)
     loss(x).backward()
     assert torch.isfinite(x.grad).all()
@@ -79,16 +72,16 @@ def test_eot_with_jpeg_gives_finite_gradients_to_every_image():
 
 def test_eot_rejects_unknown_options():
     with pytest.raises(ValueError, match="unknown field"):
-        IFQALoss(metric=small_metric(), augment={"drawz": 2})
+        IFQALoss(metric=small_ifqa_metric(), augment={"drawz": 2})
     with pytest.raises(ValueError, match="draws"):
-        IFQALoss(metric=small_metric(), augment={"draws": 0})
+        IFQALoss(metric=small_ifqa_metric(), augment={"draws": 0})
 
 
 # ---------------------------------------------------------------- ensembles
 
 
 def test_ensemble_mean_and_min_combine_the_members_per_image():
-    a, b, x = small_metric(0), small_metric(1), images(3)
+    a, b, x = small_ifqa_metric(0), small_ifqa_metric(1), images(3)
     per = torch.stack([IFQALoss(metric=m, input_range=(0, 1), reduction="none")(x) for m in (a, b)])
     mean = IFQALoss(metric=a, ensemble=[b], input_range=(0, 1), reduction="none")(x)
     worst = IFQALoss(metric=a, ensemble=[b], ensemble_combine="min", input_range=(0, 1), reduction="none")(x)
@@ -98,14 +91,14 @@ def test_ensemble_mean_and_min_combine_the_members_per_image():
 
 
 def test_ensemble_members_follow_to_and_stay_out_of_parameters():
-    loss = IFQALoss(metric=small_metric(0), ensemble=[small_metric(1)], input_range=(0, 1)).double()
+    loss = IFQALoss(metric=small_ifqa_metric(0), ensemble=[small_ifqa_metric(1)], input_range=(0, 1)).double()
     assert all(p.dtype == torch.float64 for m in loss.metrics for p in m.parameters())
     assert list(loss.parameters()) == [] and loss.state_dict() == {}
 
 
 def test_ensemble_refuses_unknown_combination():
     with pytest.raises(ValueError, match="ensemble_combine"):
-        IFQALoss(metric=small_metric(), ensemble=[small_metric(1)], ensemble_combine="max")
+        IFQALoss(metric=small_ifqa_metric(), ensemble=[small_ifqa_metric(1)], ensemble_combine="max")
 
 
 # ---------------------------------------------------------------- online refresh
@@ -120,11 +113,11 @@ class _Restorer(torch.nn.Module):
 
 def test_refresh_is_off_by_default_and_update_says_how_to_turn_it_on():
     with pytest.raises(RuntimeError, match="refresh="):
-        IFQALoss(metric=small_metric()).update(images(), images(seed=2))
+        IFQALoss(metric=small_ifqa_metric()).update(images(), images(seed=2))
 
 
 def test_refresh_learns_and_keeps_weights_within_the_stated_distance():
-    shared = small_metric()
+    shared = small_ifqa_metric()
     before = copy.deepcopy(shared.state_dict())
     loss = IFQALoss(metric=shared, input_range=(0, 1), refresh={"lr": 1e-2, "l2sp": 0.0, "max_shift": 0.02})
     real, fake = images(4, seed=1), images(4, seed=2) * 0.3  # dark "restorations"
@@ -142,7 +135,8 @@ def test_l2sp_pulls_towards_the_starting_weights():
     real, fake = images(4, seed=1), images(4, seed=2) * 0.3
     shifts = []
     for l2sp in (0.0, 50.0):
-        loss = IFQALoss(metric=small_metric(), input_range=(0, 1), refresh={"lr": 3e-3, "l2sp": l2sp, "max_shift": 1})
+        refresh = {"lr": 3e-3, "l2sp": l2sp, "max_shift": 1}
+        loss = IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1), refresh=refresh)
         for _ in range(8):
             loss.update(real, fake)
         shifts.append(loss.refresher.distance())
@@ -151,29 +145,29 @@ def test_l2sp_pulls_towards_the_starting_weights():
 
 def test_refreshed_metric_never_leaks_into_the_parent_state_dict_unless_asked():
     real, fake = images(2, seed=1), images(2, seed=2) * 0.3
-    parent = _Restorer(IFQALoss(metric=small_metric(), input_range=(0, 1), refresh={"lr": 1e-3}))
+    parent = _Restorer(IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1), refresh={"lr": 1e-3}))
     parent.ifqa.update(real, fake)
     assert list(parent.state_dict()) == ["body.weight", "body.bias"]
     assert [n for n, _ in parent.named_parameters()] == ["body.weight", "body.bias"]
     # Asked: the refresh state rides along and restores the refreshed weights exactly.
-    asked = _Restorer(IFQALoss(metric=small_metric(), input_range=(0, 1), refresh={"lr": 1e-3},
+    asked = _Restorer(IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1), refresh={"lr": 1e-3},
                                include_in_state_dict=True))
     asked.ifqa.update(real, fake)
     state = asked.state_dict()
     assert set(state) == {"body.weight", "body.bias", "ifqa.refresh"}
-    fresh = _Restorer(IFQALoss(metric=small_metric(), input_range=(0, 1), refresh={"lr": 1e-3},
+    fresh = _Restorer(IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1), refresh={"lr": 1e-3},
                                include_in_state_dict=True))
     fresh.load_state_dict(state, strict=True)
     for (name, p), q in zip(asked.ifqa.metric.net.named_parameters(), fresh.ifqa.metric.net.parameters(), strict=True):
         assert torch.equal(p, q), name
     assert fresh.ifqa.refresher.step == 1
-    frozen = _Restorer(IFQALoss(metric=small_metric(), input_range=(0, 1)))
+    frozen = _Restorer(IFQALoss(metric=small_ifqa_metric(), input_range=(0, 1)))
     with pytest.raises(RuntimeError, match="refresh"):
         frozen.load_state_dict(state)
 
 
 def test_refresh_state_refuses_another_starting_point():
-    loss = IFQALoss(metric=small_metric(0), input_range=(0, 1), refresh=True)
-    other = IFQALoss(metric=small_metric(1), input_range=(0, 1), refresh=True)
+    loss = IFQALoss(metric=small_ifqa_metric(0), input_range=(0, 1), refresh=True)
+    other = IFQALoss(metric=small_ifqa_metric(1), input_range=(0, 1), refresh=True)
     with pytest.raises(ValueError, match="started from other weights"):
         other.refresher.load_state_dict(loss.refresher.state_dict())
