@@ -253,6 +253,7 @@ def main() -> None:
     parser.add_argument("--ablation-steps", type=int, default=150, help="restorer steps per setting (0: skip)")
     parser.add_argument("--ablation-weight", type=float, default=1.0, help="IFQA weight in the restorer ablation")
     parser.add_argument("--only-ablation", action="store_true", help="skip the pixel optimisation")
+    parser.add_argument("--results", default="results.json", help="file name of the results in --work")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     warnings.simplefilter("ignore")
@@ -285,7 +286,7 @@ def main() -> None:
                                                                   {"lq": lq, "gt": gt}, real, args)
     if args.ablation_steps:
         results["ablation"] = run_ablation(paths, metrics, {"lq": lq, "gt": gt}, work, args)
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    (work / args.results).write_text(json.dumps(results, indent=2))
     print(markdown(results))
 
 
