@@ -183,7 +183,7 @@ def run_ablation(paths: dict, metrics: dict, probe: dict, work: Path, args) -> d
         start = time.time()
         net, _ = train_setting(cfg, setting, prepare_data(cfg), device=torch.device("cpu"),
                                metrics={"ifqa": metrics["A"]}, lpips=None, progress=False,
-                               on_step=lambda step, n, m=monitor: m(step + 1, lambda lq: n(lq)))
+                               on_step=lambda step, n, m=monitor: m(step, lambda lq: n(lq)))  # baseline: step 0
         restored[name] = restore(net, probe["lq"], cfg.model, device=torch.device("cpu"))
         rows[name] = {"seconds": time.time() - start, "monitor": monitor.history, "flagged": monitor.flagged}
         print(f"  ablation {name}: {rows[name]['seconds']:.0f} s, flagged {monitor.flagged}", file=sys.stderr)
@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument("--refresh-lr", type=float, default=1e-4)
     parser.add_argument("--refresh-shift", type=float, default=0.05)
     parser.add_argument("--ablation-steps", type=int, default=150, help="restorer steps per setting (0: skip)")
-    parser.add_argument("--ablation-weight", type=float, default=1.0, help="IFQA weight in the restorer ablation")
+    parser.add_argument("--ablation-weight", type=float, default=0.1, help="IFQA weight in the restorer ablation")
     parser.add_argument("--only-ablation", action="store_true", help="skip the pixel optimisation")
     parser.add_argument("--results", default="results.json", help="file name of the results in --work")
     args = parser.parse_args()
