@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .safeio import UnreadableInput, refuse_special, special_kind
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Image formats found in folders but not scored: reported as skipped, never silently left out.
 UNSCORED_SUFFIXES = {
@@ -25,6 +27,8 @@ UNSCORED_SUFFIXES = {
 # Above this many pixels an image is skipped (a decompression bomb, or a photo far larger than any metric
 # needs): 100 megapixels, between PIL's warning (89 MP) and its refusal (179 MP).
 DEFAULT_MAX_PIXELS = 100_000_000
+# Below this side an image holds no face to judge (a 1x1 tracking pixel, an icon, a 1-pixel-wide strip): refused.
+MIN_SIDE = 8
 
 
 class ImageReadError(ValueError):
@@ -54,10 +58,13 @@ def list_images(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[st
         path = Path(raw).expanduser()
         try:
             is_dir, is_file = path.is_dir(), path.is_file()
+            special = special_kind(path.stat().st_mode) if path.exists() else None
         except OSError as exc:  # a link loop on Python >= 3.13, a name too long, ...
             problems.append(f"{path}: cannot be opened ({exc.strerror})")
             continue
-        if is_dir:
+        if special:
+            problems.append(f"{path}: {special}, not an image file (reading it could wait forever)")
+        elif is_dir:
             images.extend(_walk_images(path, problems))
         elif is_file:
             images.append(path)  # named explicitly: try it whatever its suffix
@@ -82,15 +89,26 @@ def _walk_images(root: Path, problems: list[str]) -> list[Path]:
             if suffix in IMAGE_SUFFIXES:
                 if path.is_file():
                     found.append(path)
-                else:
+                elif path.exists() and special_kind(path.stat().st_mode):
+                    problems.append(f"{path}: {special_kind(path.stat().st_mode)}, not an image file (reading it "
+                                    "could wait forever)")
+                elif not path.exists():
                     problems.append(f"{path}: a broken symbolic link or a link loop")
             elif suffix in UNSCORED_SUFFIXES:
                 problems.append(f"{path}: {UNSCORED_SUFFIXES[suffix]}")
     return sorted(found)
 
 
+def _refuse_special(path: str | os.PathLike) -> None:
+    try:
+        refuse_special(path, "image")
+    except UnreadableInput as exc:
+        raise ImageReadError(str(exc)) from None
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels; raises :class:`ImageReadError`."""
+    _refuse_special(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
@@ -127,11 +145,15 @@ def check_pixel_count(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIX
     if width * height > max_pixels:
         raise ImageReadError(f"{path}: {width * height} pixels ({width}x{height}), more than the limit of "
                              f"{max_pixels} {fix}")
+    if min(width, height) < MIN_SIDE:
+        raise ImageReadError(f"{path}: {width}x{height} pixels, below the minimum side of {MIN_SIDE}: no face to "
+                             "judge (a tracking pixel, an icon or a strip?); pass the face crop")
     return width, height
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Decode a file to (3,H,W) float32 RGB in [0,1]. Greyscale, palette and alpha images are converted."""
+    _refuse_special(path)
     try:
         with Image.open(path) as img:
             img.load()
@@ -165,6 +187,7 @@ def read_image_official(path: str | os.PathLike) -> torch.Tensor:
         >>> read_image_official(path)[:, 0, 0].tolist()
         [18, 18, 18]
     """
+    _refuse_special(path)
     try:
         with Image.open(path) as img:
             img.load()

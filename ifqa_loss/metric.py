@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from . import preprocess
+from .batch_memory import activation_bytes, check_batch_fits
 from .nets.ifqa_unet import IFQADiscriminator
 from .nets.ifqa_unet_fast import FastIFQADiscriminator
 from .registry import MetricSpec, get_spec
@@ -145,6 +146,7 @@ class QualityMetric(nn.Module):
         self.fast = fast
         self._compiled: dict[tuple, object] = {}
         self._fast_net: FastIFQADiscriminator | None = None  # built on first use; shares self.net's tensors
+        self._activation_bytes: dict[tuple, int] = {}  # per (method, input shape, dtype): see batch_memory
         self.train(False)
 
     @property
@@ -230,6 +232,7 @@ class QualityMetric(nn.Module):
     def _run(self, method: str, x: torch.Tensor) -> torch.Tensor:
         """The network's ``method`` on prepared input, in this metric's precision; float32 output in bf16 mode."""
         net = self._network(x.device.type)
+        self._check_batch_memory(method, x)
         fn = getattr(net, method)
         if self.compile:
             key = (method, id(net))
@@ -240,6 +243,15 @@ class QualityMetric(nn.Module):
         with precision_scope(precision, x.device.type):
             out = fn(x)
         return out.float() if precision == "bf16" else out
+
+    def _check_batch_memory(self, method: str, x: torch.Tensor) -> None:
+        """Refuse (:class:`~ifqa_loss.batch_memory.BatchTooLarge`) a batch the device cannot hold, before it runs."""
+        if x.shape[0] <= 1:
+            return
+        key = (method, tuple(x.shape[1:]), x.dtype)
+        if key not in self._activation_bytes:
+            self._activation_bytes[key] = activation_bytes(self.net, method, (1, *x.shape[1:]), x.dtype)
+        check_batch_fits(x.shape[0], self._activation_bytes[key], x.device, grad=torch.is_grad_enabled())
 
     def _require_map(self) -> None:
         if not self.has_map:

@@ -130,8 +130,11 @@ def check_image_batch(
     not_finite, too_low, too_high, lo_value, hi_value = torch.stack(
         [~torch.isfinite(values).all(), lo < low - tolerance, hi > high + tolerance, lo.float(), hi.float()]
     ).tolist()
-    if not_finite:
-        raise ValueError(f"{name} contains NaN or Inf values; check the generator output before the loss")
+    if not_finite:  # the slow path: only when a batch is already refused
+        bad = (~torch.isfinite(values)).flatten(1).any(1).nonzero().flatten().tolist()
+        shown = f"{bad[:10]}" + (f" (+{len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise ValueError(f"{name} contains NaN or Inf values in sample(s) {shown} of {x.shape[0]}; check the "
+                         "generator output before the loss")
     if out_of_range == "clamp":
         reason = other_range_reason(lo_value, hi_value, (low, high), tolerance) if too_low or too_high else None
         if reason:

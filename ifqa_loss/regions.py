@@ -202,10 +202,41 @@ def regions_from_landmarks(
         raise ValueError(f"landmarks of sample(s) {bad} hold NaN or Inf: the detector found no face there; drop "
                          "those samples or use template_regions for aligned faces")
     points = _scale_points(landmarks.float(), source_size or size, size)
+    check_landmark_spread(points, size)
     fit = _five_point_ellipses if points.shape[1] == 5 else _fitted_ellipses
     centers, axes, angles = fit(points)
     hard = ellipse_masks(centers, axes, angles, size)
     return _compose(hard[:, :6], hard[:, 6:], size, feather_amount)
+
+
+# Landmarks farther than this many image sides outside the image, or spanning less than this fraction of the
+# side, describe no face in it: a detector's failure, or coordinates of another image size.
+FAR_OUTSIDE_SIDES = 1.0
+MIN_SPREAD_FRACTION = 0.01
+
+
+def check_landmark_spread(points: torch.Tensor, size: int) -> None:
+    """Refuse (N,K,2) landmarks (pixels of a ``size`` image) that collapse to a point or a line, or lie far outside
+    the image; the message names the samples.
+
+    Example:
+        >>> check_landmark_spread(torch.zeros(2, 5, 2), 64)
+        Traceback (most recent call last):
+        ...
+        ValueError: landmarks of sample(s) [0, 1] coincide (they span less than 0.6 px of a 64-px image): ...
+    """
+    extent = points.amax(1) - points.amin(1)  # (N,2)
+    collapsed = (extent.amin(1) < MIN_SPREAD_FRACTION * size).nonzero().flatten().tolist()
+    if collapsed:
+        raise ValueError(f"landmarks of sample(s) {collapsed} coincide (they span less than "
+                         f"{MIN_SPREAD_FRACTION * size:.1f} px of a {size}-px image): no face was located there; "
+                         "drop those samples, or check that the points are x,y pixels of this image")
+    margin = FAR_OUTSIDE_SIDES * size
+    outside = ((points < -margin) | (points > size + margin)).flatten(1).any(1).nonzero().flatten().tolist()
+    if outside:
+        raise ValueError(f"landmarks of sample(s) {outside} lie far outside the {size}x{size} image (more than "
+                         f"{FAR_OUTSIDE_SIDES:g} image side beyond its edge): pass source_size= when the points refer "
+                         "to an image of another size, or drop those samples")
 
 
 def template_regions(
@@ -276,10 +307,41 @@ def expand_region_weights(region_weights: dict[str, float]) -> dict[str, float]:
     return weights
 
 
-def region_weight_map(regions: dict[str, torch.Tensor], region_weights: dict[str, float]) -> torch.Tensor:
-    """Per-pixel weights (N,1,H,W) = sum over regions of weight * mask."""
+def check_region_masks(regions: dict[str, torch.Tensor], batch: int | None = None) -> None:
+    """Refuse masks that are not float (N,1,H,W) tensors of one size, with N the batch (or 1); names the region.
+
+    Example:
+        >>> check_region_masks({"mouth": torch.ones(2, 8, 8)}, batch=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: region 'mouth' must be a float mask of shape (N,1,H,W), got shape (2, 8, 8) ...
+    """
+    sizes = set()
+    for name, mask in regions.items():
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"region {name!r} must be a torch.Tensor mask of shape (N,1,H,W), got "
+                            f"{type(mask).__name__}")
+        if mask.ndim != 4 or mask.shape[1] != 1:
+            hint = " (add the channel with mask[:, None])" if mask.ndim == 3 else ""
+            raise ValueError(f"region {name!r} must be a float mask of shape (N,1,H,W), got shape "
+                             f"{tuple(mask.shape)}{hint}")
+        if not mask.is_floating_point():
+            raise TypeError(f"region {name!r} must be a float mask of shape (N,1,H,W) with values in [0,1], got dtype "
+                            f"{mask.dtype}: convert it with mask.float()")
+        if batch is not None and mask.shape[0] not in (batch, 1):
+            raise ValueError(f"region {name!r} holds {mask.shape[0]} masks for a batch of {batch}: expected (N,1,H,W) "
+                             f"with N={batch} (or 1, shared by every image)")
+        sizes.add(tuple(mask.shape[-2:]))
+    if len(sizes) > 1:
+        raise ValueError(f"region masks differ in size ({sorted(sizes)}); build them with one ifqa_loss.regions call")
+
+
+def region_weight_map(regions: dict[str, torch.Tensor], region_weights: dict[str, float],
+                      batch: int | None = None) -> torch.Tensor:
+    """Per-pixel weights (N,1,H,W) = sum over regions of weight * mask (masks checked: float (N,1,H,W))."""
     weights = expand_region_weights(region_weights)
     missing = [name for name in REGION_NAMES if name not in regions]
     if missing:
         raise ValueError(f"regions is missing {missing}; build it with an ifqa_loss.regions function")
+    check_region_masks({name: regions[name] for name in REGION_NAMES}, batch)
     return sum(weights[name] * regions[name] for name in REGION_NAMES)

@@ -99,7 +99,9 @@ METRICS: dict[str, MetricSpec] = {
 
 def get_spec(name: str) -> MetricSpec:
     """The :class:`MetricSpec` registered under ``name`` (case-insensitive); ``ValueError`` lists the choices."""
-    key = name.lower()
+    if not isinstance(name, str):
+        raise TypeError(f"a metric is named by a string, one of {sorted(METRICS)}; got a {type(name).__name__}")
+    key = name.strip().lower()
     if key not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {sorted(METRICS)}")
     return METRICS[key]

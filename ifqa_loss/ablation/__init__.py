@@ -3,9 +3,13 @@
     >>> from ifqa_loss.ablation import load_config, run_sweep    # doctest: +SKIP
     >>> run_sweep(load_config("sweep.yaml"), "runs/ablation")    # doctest: +SKIP
 
-``config`` (sweep file), ``builtin`` (train a restorer on degraded faces), ``external`` (your own
-training command), ``evaluate`` (per-image metrics, paired test), ``runner`` (settings, shards,
-resume), ``report`` (tables, plots, sample grid), ``sample_faces`` (tiny face folder to try it).
+``schema`` (the sweep file's dataclasses and plan), ``config`` (loading, validation) and ``limits``
+(bounded YAML, finite numbers), ``builtin`` (train a restorer on degraded faces), ``external``
+(your own training command), ``evaluate`` (per-image metrics,
+optimised vs judge), ``judges`` (held-out metrics as data), ``fidelity`` (PSNR/SSIM, basicsr's
+conventions), ``stats`` (seed-level statistics), ``io`` (atomic writes, strict JSON, portable paths),
+``runner`` (settings, shards, resume, extension), ``report`` (tables), ``plots`` (figures, sample
+grid), ``sample_faces`` (tiny face folder to try it).
 """
 from .config import Setting, SweepConfig, SweepConfigError, config_from_dict, load_config, plan_settings
 from .report import write_report

@@ -10,14 +10,13 @@ with a gradient scaler).
 from __future__ import annotations
 
 import contextlib
-import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig, Setting, SweepConfig, SweepConfigError
+from .config import ModelConfig, Setting, SweepConfig, SweepConfigError, check_net_class
 
 __all__ = ["FaceData", "load_faces", "prepare_data", "build_net", "build_objective", "train_setting", "restore"]
 
@@ -71,18 +70,9 @@ def prepare_data(cfg: SweepConfig) -> FaceData:
     return FaceData(faces[train_idx], val, val_lq, [names[i] for i in val_idx.tolist()])
 
 
-def import_object(path: str):
-    """``pkg.module.Name`` or ``pkg.module:Name`` -> the object."""
-    module, _, name = path.replace(":", ".").rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise SweepConfigError(f"model.net: cannot import {path!r} ({exc}); give pkg.module.Class") from exc
-
-
 def build_net(model: ModelConfig, seed: int) -> nn.Module:
     """The restoration network, initialised from ``seed`` without touching the global RNG."""
-    cls = import_object(model.net)
+    cls = check_net_class(model.net)  # an nn.Module subclass before anything is called
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:

@@ -5,10 +5,14 @@ The command is a template (``{weight}``, ``{seed}``, ``{out}``, ``{setting}``, `
 ``["bash", "-c", "..."]``. Its stdout/stderr go to ``OUT/train.log``; a non-zero exit stops the
 sweep with the log's tail, and the setting is not marked done (a rerun retries it).
 
-basicsr-based trainers (GFP-GAN, Real-ESRGAN, the recipe in ``integrations/``) take option
+Restored images must have the ground truth's size: another size is refused with both sizes named,
+unless ``external.resize: true`` (bilinear, antialiased; recorded in config.json and labelled on
+PSNR/SSIM in every table).
+
+basicsr-based trainers (GFP-GAN, Real-ESRGAN, the recipe in ``integrations/gfpgan/``) take option
 overrides on the command line, so one YAML serves every setting::
 
-    python integrations/train_gfpgan_ifqa.py -opt integrations/gfpgan_ifqa.yml
+    python integrations/gfpgan/train_gfpgan_ifqa.py -opt integrations/gfpgan/train_gfpgan_ifqa.yml
         --force_yml train:ifqa_opt:loss_weight={weight} manual_seed={seed} name=ablation_{setting}
 
 ``--force_yml key:subkey=value`` (basicsr >= 1.4) sets an existing option (it cannot create new
@@ -83,7 +87,8 @@ def run_command(cfg: SweepConfig, setting: Setting, out: Path, run_dir: Path) ->
 
 def read_restored(cfg: SweepConfig, setting: Setting, out: Path, run_dir: Path, stems: list[str],
                   size: tuple[int, int]) -> torch.Tensor:
-    """The restored image of every ground-truth stem -> (N,3,H,W) in [0,1] (resized to ``size`` if needed)."""
+    """The restored image of every ground-truth stem -> (N,3,H,W) in [0,1]; another size is refused unless
+    ``external.resize`` opts in to resizing it to ``size``."""
     import torch.nn.functional as F
 
     from ..imageio import ImageReadError, read_image
@@ -103,6 +108,11 @@ def read_restored(cfg: SweepConfig, setting: Setting, out: Path, run_dir: Path, 
         except ImageReadError as exc:
             raise ExternalCommandError(f"{setting.id}: {exc}") from exc
         if image.shape[-2:] != size:
+            if not cfg.external.resize:
+                raise ExternalCommandError(
+                    f"{setting.id}: {matches[-1]} is {image.shape[-1]}x{image.shape[-2]} (WxH) but its ground truth "
+                    f"is {size[1]}x{size[0]}; write restorations at the ground truth's size, or set "
+                    "external.resize: true to resize them (recorded, and labelled in every table)")
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
         images.append(image)
     if missing:

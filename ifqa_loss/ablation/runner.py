@@ -2,23 +2,28 @@
 
 Run folder layout::
 
-    RUN_DIR/config.json, config.yaml     the resolved sweep (a resumed run or a shard must match it)
+    RUN_DIR/config.json, config.yaml     the resolved sweep; paths relative to RUN_DIR where they lie near it
     RUN_DIR/environment.json             package versions, git commits, device, command (environments/: later
                                          invocations, i.e. resumes and other shards)
     RUN_DIR/samples/{lq,gt}_NNN.png      the held-out faces shown in samples.png
     RUN_DIR/settings/<id>/               per setting: per_image.json, train_log.csv, samples/, done.json
-    RUN_DIR/results.{csv,json,md}, plots/*.png, samples.png    (report.py)
+    RUN_DIR/results.{csv,json,md}, results_per_seed.csv, plots/*.png, samples.png    (report.py, plots.py)
 
 A setting counts as finished only when its ``done.json`` exists; it is written last, atomically
 (write to a temporary file, then ``os.replace``), so an interrupted sweep resumes with the next
 unfinished setting. Shards (``shard=(i, n)``) run disjoint settings into the same folder
-(or separate folders that ``ablate report`` merges).
+(or separate folders that ``ablate report`` merges). Each finished setting records the sha256 of its
+definition (``SweepConfig.setting_definition``): a sweep file that adds seeds, weights, schedules or
+terms extends the folder (finished settings are kept); one that changes what a finished setting
+means (its loss, schedule, model, data, training or evaluation) is refused, naming the settings.
+Paths are not part of a definition, so a folder moved or mounted elsewhere reports and resumes.
 """
 from __future__ import annotations
 
 import contextlib
 import csv
 import datetime
+import io
 import json
 import os
 import platform
@@ -29,27 +34,12 @@ from pathlib import Path
 
 import torch
 
-from .config import Setting, SweepConfig, SweepConfigError, plan_settings, shard_settings
+from .config import PATH_FIELDS, Setting, SweepConfig, SweepConfigError, plan_settings, shard_settings
+from .io import dumps, portable_path, write_atomic
 
-__all__ = ["run_sweep", "write_atomic", "is_done", "setting_dir", "environment"]
+__all__ = ["run_sweep", "is_done", "setting_dir", "environment", "stored_config"]
 
 PACKAGES = ("ifqa-loss", "torch", "torchvision", "kornia", "lpips", "numpy", "scipy", "matplotlib", "basicsr", "gfpgan")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part.
-
-    Example:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     write_atomic(Path(d) / "done.json", "{}")
-        ...     sorted(p.name for p in Path(d).iterdir())
-        ['done.json']
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def setting_dir(run_dir: Path, setting: Setting) -> Path:
@@ -92,22 +82,61 @@ def environment(device: torch.device) -> dict:
     return info
 
 
-def _check_run_dir(cfg: SweepConfig, run_dir: Path) -> None:
+def stored_config(cfg: SweepConfig, run_dir: Path) -> dict:
+    """``cfg`` as ``config.json`` holds it: paths relative to the run folder where they lie near it."""
+    raw = cfg.to_dict()
+    for section, key in PATH_FIELDS:
+        raw[section][key] = portable_path(raw[section][key], run_dir)
+    for options in [*raw["metrics"].values(), *raw["judges"].values()]:
+        if options.get("checkpoint"):
+            options["checkpoint"] = portable_path(str(options["checkpoint"]), run_dir)
+    return raw
+
+
+def _check_run_dir(cfg: SweepConfig, run_dir: Path) -> bool:
+    """Refuse a folder whose finished settings this sweep defines differently; True if config.json must change."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SweepConfigError(f"--out {run_dir} is a file, not a folder; give a run folder (new or to resume) "
+                               "— the file was left untouched")
     stored = run_dir / "config.json"
-    if stored.is_file() and json.loads(stored.read_text()) != cfg.to_dict():
-        raise SweepConfigError(f"{run_dir} holds a different sweep (its config.json differs from this one); "
-                               "resume with the same file, or choose a new --out")
+    if not stored.is_file():
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "settings").is_dir():
+            raise SweepConfigError(f"--out {run_dir} is a folder with other files and no ablation run; choose an "
+                                   "empty or new folder")
+        return True
+    planned = {s.id: s for s in plan_settings(cfg)}
+    changed = []
+    for done in sorted((run_dir / "settings").glob("*/done.json")):
+        try:
+            record = json.loads(done.read_text())
+        except (OSError, ValueError):
+            continue  # unreadable: treated as unfinished and rerun
+        setting = planned.get(done.parent.name)
+        if setting is not None and record.get("definition") != cfg.setting_definition(setting):
+            changed.append(setting.id)
+    if changed:
+        raise SweepConfigError(f"{run_dir} holds finished settings that this sweep file defines differently: "
+                               f"{changed[:6]}{' ...' if len(changed) > 6 else ''} (loss, schedule, model, data, "
+                               "training or evaluation changed, or an older ifqa-loss wrote them); resume with the "
+                               "same definitions, or choose a new --out")
+    try:
+        previous = json.loads(stored.read_text())
+    except (OSError, ValueError) as exc:
+        raise SweepConfigError(f"{stored} is unreadable ({exc}); restore it from config.yaml or choose a new "
+                               "--out") from None
+    return previous != stored_config(cfg, run_dir)
 
 
-def _prepare_run_dir(cfg: SweepConfig, run_dir: Path, device: torch.device) -> None:
+def _prepare_run_dir(cfg: SweepConfig, run_dir: Path, device: torch.device, update: bool) -> None:
     import yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.json").is_file():
-        write_atomic(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-        write_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if update:  # new, or extended (more seeds / weights / terms): the plan the report reads
+        raw = stored_config(cfg, run_dir)
+        write_atomic(run_dir / "config.json", dumps(raw, indent=2))
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(raw, sort_keys=False))
     # The first invocation's environment is the run's; later ones (resumes, shards) are kept beside it.
-    env = json.dumps(environment(device), indent=2)
+    env = dumps(environment(device), indent=2)
     if not (run_dir / "environment.json").exists():
         write_atomic(run_dir / "environment.json", env)
     else:
@@ -153,31 +182,34 @@ def _save_samples(folder: Path, prefix: str, images: torch.Tensor) -> None:
         _save_png(image, folder / f"{prefix}_{i:03d}.png")
 
 
-def _finish_setting(run_dir: Path, setting: Setting, evaluator, restored: torch.Tensor, gt: torch.Tensor,
-                    names: list[str], samples: int, extra: dict) -> dict:
+def _finish_setting(cfg: SweepConfig, run_dir: Path, setting: Setting, evaluator, restored: torch.Tensor,
+                    gt: torch.Tensor, names: list[str], samples: int, extra: dict) -> None:
     """Evaluate, write the setting's files, and mark it done (last, atomically)."""
     from ..imageio import colorize
 
     folder = setting_dir(run_dir, setting)
-    scores = {}
-    for r, g in zip(restored.split(8), gt.split(8), strict=True):
-        for k, v in evaluator(r, g).items():
-            scores.setdefault(k, []).extend(v.tolist())
+    scores, sets = evaluator.evaluate(restored, gt)
     shown = restored[:samples]
     _save_samples(folder / "samples", "restored", shown)
-    maps = evaluator.quality_map(shown)
+    maps = evaluator.quality_map(shown) if samples else None
     if maps is not None:
         from PIL import Image
 
-        for i, q in enumerate(maps):
+        name, values = maps
+        for i, q in enumerate(values):
             Image.fromarray(colorize(q)).save(folder / "samples" / f"map_{i:03d}.png")
+        write_atomic(folder / "samples" / "maps.json", dumps({"metric": name, "range": [0, 1], "colormap": "viridis",
+                                                             "scores": values.mean((1, 2, 3)).tolist()}))
     record = {"setting": {"id": setting.id, "group": setting.group, "metric": setting.metric,
                           "weight": setting.weight, "schedule": setting.schedule, "seed": setting.seed},
-              "images": names, "metrics": scores, "notes": evaluator.notes}
-    write_atomic(folder / "per_image.json", json.dumps(record))
-    summary = {k: sum(v) / len(v) for k, v in scores.items()}
-    write_atomic(folder / "done.json", json.dumps({**record["setting"], "mean": summary, **extra}, indent=2))
-    return summary
+              "definition": cfg.setting_definition(setting), "images": names, "metric_order": evaluator.names,
+              "kinds": evaluator.kinds, "lower_is_better": evaluator.lower_is_better,
+              "notes": {**evaluator.notes, **evaluator.set_notes(len(names))},
+              "metrics": scores, "set_metrics": sets}
+    write_atomic(folder / "per_image.json", dumps(record))
+    summary = {**{k: float(v.mean()) for k, v in scores.items()}, **sets}
+    write_atomic(folder / "done.json", dumps({**record["setting"], "definition": record["definition"],
+                                              "mean": summary, **extra}, indent=2))
 
 
 def run_sweep(cfg: SweepConfig, run_dir: str | os.PathLike, *, shard: tuple[int, int] | None = None,
@@ -197,12 +229,12 @@ def run_sweep(cfg: SweepConfig, run_dir: str | os.PathLike, *, shard: tuple[int,
     if cfg.mode == "external" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SweepConfigError("external mode runs your own command: start `ifqa-loss ablate` once, not under "
                                "torchrun (launch torchrun inside external.command if your trainer needs it)")
-    _check_run_dir(cfg, run_dir)  # on every rank, before any joins the process group
+    update = _check_run_dir(cfg, run_dir)  # on every rank, before any joins the process group
     ran, skipped = [], []
     with _distributed(device):
         rank = dist.get_rank() if dist.is_initialized() else 0
         if rank == 0:
-            _prepare_run_dir(cfg, run_dir, device)
+            _prepare_run_dir(cfg, run_dir, device, update)
         todo = [s for s in mine if not is_done(run_dir, s)]
         skipped = [s.id for s in mine if s not in todo]
         if skipped:
@@ -245,13 +277,15 @@ def _run_builtin(cfg, run_dir: Path, todo: list[Setting], evaluator, device, ran
         if rank == 0:
             folder = setting_dir(run_dir, setting)
             folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / "train_log.csv", "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in train_log for k in row)))
-                writer.writeheader()
-                writer.writerows(train_log)
+            buffer = io.StringIO()  # replaced whole: a rerun of an interrupted setting logs each step once
+            writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in train_log for k in row)),
+                                    lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(train_log)
+            write_atomic(folder / "train_log.csv", buffer.getvalue())
             torch.save(net.state_dict(), folder / "restorer.pth")
             restored = restore(net, data.val_lq, cfg.model, device=device, batch_size=cfg.evaluation.batch_size)
-            _finish_setting(run_dir, setting, evaluator, restored, data.val, data.val_names, n,
+            _finish_setting(cfg, run_dir, setting, evaluator, restored, data.val, data.val_names, n,
                             {"train_seconds": time.perf_counter() - start, "steps": cfg.train.steps})
         if dist.is_initialized():
             dist.barrier()
@@ -276,7 +310,7 @@ def _run_external(cfg, run_dir: Path, todo: list[Setting], evaluator, progress: 
         out = setting_dir(run_dir, setting).resolve()
         run_command(cfg, setting, out, run_dir.resolve())
         restored = read_restored(cfg, setting, out, run_dir.resolve(), stems, tuple(gt.shape[-2:]))
-        _finish_setting(run_dir, setting, evaluator, restored, gt, stems, n,
+        _finish_setting(cfg, run_dir, setting, evaluator, restored, gt, stems, n,
                         {"train_seconds": time.perf_counter() - start})
         ran.append(setting.id)
     return ran

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, fail
 
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         args.extra_args = extra  # parsed by the command itself (bench)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    shown = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         return args.func(args)
     # Refusals a command did not word itself: bad files, bad values, the file system. They name the problem,
@@ -56,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        warnings.formatwarning = shown
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: ``warning: message`` on one line, without Python's source line."""
+    return f"warning: {message}\n"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def _errors():
     from ..ablation.external import ExternalCommandError
     from ..weights import CheckpointError
 
-    return SweepConfigError, ExternalCommandError, LPIPSBackboneMissing, CheckpointError, OSError
+    return SweepConfigError, ExternalCommandError, LPIPSBackboneMissing, CheckpointError, OSError, ImportError
 
 
 def ablate(args: argparse.Namespace) -> int:
@@ -53,7 +53,8 @@ def register(subparsers) -> None:
         description="Run the sweep in --config into --out (resumable; --shard i/n runs one share for array jobs). "
                     "`ifqa-loss ablate report RUN_DIR [SHARD_DIR ...]` writes the tables once all shards are done.")
     parser.add_argument("--config", help="sweep YAML file (see integrations/ablation/sweep_tiny.yaml)")
-    parser.add_argument("--out", help="run folder (default runs/<name>); rerunning resumes it")
+    parser.add_argument("--out", help="run folder (default runs/<name>); rerunning resumes it, a sweep file with "
+                        "more seeds/weights extends it")
     parser.add_argument("--shard", help="i/n: run only share i of n (0-based), e.g. "
                         "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -9,10 +9,11 @@ from .common import EXIT_OK, default_device, device_argument, fail
 
 
 def _training_config(args: argparse.Namespace):
-    from ..training.gfiqa import LossWeights, TrainConfig
+    from ..training.gfiqa import MODELS, LossWeights, TrainConfig
+    from ..training.gfiqa_checks import parse_loss_weights, parse_model_kwargs
 
-    model_kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
-    weights = LossWeights(**json.loads(args.loss_weights)) if args.loss_weights else LossWeights()
+    model_kwargs = parse_model_kwargs(args.model_kwargs, MODELS[args.model])
+    weights = parse_loss_weights(args.loss_weights, LossWeights)
     return TrainConfig(images=args.images, meta=args.meta, out=args.out, model=args.model, model_kwargs=model_kwargs,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
                        seed=args.seed, device=args.device, workers=args.workers, prior=args.prior,
@@ -27,8 +28,8 @@ def train_gfiqa(args: argparse.Namespace) -> int:
 
     try:
         cfg = _training_config(args)
-    except (json.JSONDecodeError, TypeError) as exc:
-        return fail(f"--model-kwargs/--loss-weights must be JSON objects of valid fields ({exc})")
+    except ValueError as exc:
+        return fail(str(exc))
     try:
         result = train(cfg, log=lambda msg: print(msg, file=sys.stderr))
     except (CheckpointError, ValueError, OSError) as exc:

@@ -57,9 +57,7 @@ def _read(path: Path, args: argparse.Namespace) -> torch.Tensor:
 
 
 def score_images(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..imageio import IMAGE_SUFFIXES, ImageReadError, list_images
+    from ..imageio import IMAGE_SUFFIXES, list_images
     from ..metric import load_metric
     from ..weights import CheckpointError
 
@@ -73,14 +71,40 @@ def score_images(args: argparse.Namespace) -> int:
     if not images:
         return fail(f"no images ({' '.join(IMAGE_SUFFIXES)}) to score under {' '.join(map(printable, paths))}")
     try:
-        metric = load_metric(args.metric, checkpoint=args.checkpoint, device=args.device,
-                             random_weights=args.random_weights)
+        with warnings.catch_warnings():  # said below in one line, without Python's source line
+            warnings.filterwarnings("ignore", message=".*RANDOM weights")
+            metric = load_metric(args.metric, checkpoint=args.checkpoint, device=args.device,
+                                 random_weights=args.random_weights)
     except (CheckpointError, ValueError) as exc:
         return fail(str(exc))
     if metric.random_weights:
         print("WARNING: --random-weights: the scores below are MEANINGLESS (wiring test only)", file=sys.stderr)
     if args.maps and not metric.has_map:
         return fail(f"{metric.name} predicts a MOS per image and has no map; drop --maps")
+
+    try:
+        with _terminate_as_interrupt():
+            scorer = _score_all(images, metric, args, problems)
+    except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as other tools do
+        _quiet_stdout()
+        return EXIT_OK
+    if scorer.non_square:
+        size = metric.input_size
+        print(f"note: {scorer.non_square} non-square image(s) were stretched to {size}x{size} (aspect ratio not kept, "
+              "as the official test.py does); score aligned, square face crops for meaningful results",
+              file=sys.stderr)
+    if not scorer.scored:
+        return fail(f"none of the {len(images)} image(s) could be scored (see the messages above)")
+    if problems:
+        print(f"{len(problems)} input(s) skipped, {scorer.scored} scored", file=sys.stderr)
+        return EXIT_SKIPPED
+    return EXIT_OK
+
+
+def _score_all(images: list[Path], metric, args: argparse.Namespace, problems: list[str]) -> _BatchScorer:
+    from tqdm import tqdm
+
+    from ..imageio import ImageReadError
 
     writer = ResultWriter(args.format, sys.stdout, width=max(len(printable(p)) for p in images))
     scorer = _BatchScorer(metric, args.maps, writer, problems)
@@ -99,20 +123,36 @@ def score_images(args: argparse.Namespace) -> int:
             image = image.float() / 255 if official else image
             progress.update(scorer.add(path, image, args.batch_size, prepared))
         progress.update(scorer.flush())
-    finally:  # also on Ctrl-C or an unexpected error: what was scored stays a valid, complete document
+    finally:  # also on Ctrl-C, SIGTERM or an unexpected error: what was scored stays a valid, complete document
         progress.close()
-        writer.close()
-    if scorer.non_square:
-        size = metric.input_size
-        print(f"note: {scorer.non_square} non-square image(s) were stretched to {size}x{size} (aspect ratio not kept, "
-              "as the official test.py does); score aligned, square face crops for meaningful results",
-              file=sys.stderr)
-    if not scorer.scored:
-        return fail(f"none of the {len(images)} image(s) could be scored (see the messages above)")
-    if problems:
-        print(f"{len(problems)} input(s) skipped, {scorer.scored} scored", file=sys.stderr)
-        return EXIT_SKIPPED
-    return EXIT_OK
+        with contextlib.suppress(BrokenPipeError):
+            writer.close()
+    return scorer
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM ends the run like Ctrl-C (the document is closed, exit 130) instead of killing it mid-row."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot complain about the closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def official_input(metric, image: torch.Tensor) -> torch.Tensor:
@@ -137,8 +177,12 @@ def _decompression_bomb_warning():
 
 
 def _skip(problem: str, problems: list[str] | None = None) -> None:
-    """Report a skipped input at once (it is never lost behind later work) and count it."""
-    print(f"skipped: {printable(problem)}", file=sys.stderr, flush=True)
+    """Report a skipped input at once (it is never lost behind later work) and count it; on a line of its own,
+    never on the progress bar's."""
+    from tqdm import tqdm
+
+    tqdm.write(f"skipped: {printable(problem)}", file=sys.stderr)
+    sys.stderr.flush()
     if problems is not None:
         problems.append(problem)
 
@@ -158,16 +202,19 @@ def _check_writable_folder(folder: Path) -> str | None:
 
 @contextlib.contextmanager
 def _interrupt_after_block():
-    """Hold back Ctrl-C until the block ends, so a row is never cut in half (main thread only; restored after)."""
+    """Hold back Ctrl-C and SIGTERM until the block ends, so a row is never cut in half (main thread only;
+    restored after)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if caught:
         raise KeyboardInterrupt
 
@@ -255,9 +302,10 @@ class _BatchScorer:
                     scores = outputs.mean(dim=(1, 2, 3))
                 else:
                     outputs = scores = self.metric.score(batch, input_range=(-1.0, 1.0))
-        except RuntimeError as exc:  # e.g. out of memory: this batch is lost, the run and its results are not
+        except (RuntimeError, MemoryError) as exc:  # out of memory: this batch is lost, the run and its results not
+            reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
             for path, _, _ in pending:
-                _skip(f"{path}: scoring its batch failed ({str(exc).splitlines()[0]}); retry with a smaller "
+                _skip(f"{path}: scoring its batch failed ({reason}); retry with a smaller "
                       "--batch-size or on another device", self.problems)
             return len(pending)
         for (path, kept, _), output, score in zip(pending, outputs, scores, strict=True):

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import EXIT_OK, default_device, fail
+from .common import EXIT_INTERRUPTED, EXIT_OK, default_device, fail
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -46,7 +46,10 @@ def config_from_args(args: argparse.Namespace):
 
     return IFQATrainConfig(
         data=args.data, out=args.out, size=args.size, steps=args.steps, batch_size=args.batch_size, lr_g=args.lr_g,
-        lr_d=args.lr_d, l1_weight=args.l1_weight, adv_weight=args.adv_weight, d_widths=args.d_widths,
+        lr_d=args.lr_d, schedule=args.schedule, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
+        ema_decay=args.ema_decay, fake_degraded_prob=args.fake_degraded_prob, val=args.val,
+        val_fraction=args.val_fraction, val_every=args.val_every, l1_weight=args.l1_weight,
+        adv_weight=args.adv_weight, d_widths=args.d_widths,
         d_bottleneck=args.d_bottleneck, g_width=args.g_width, g_depth=args.g_depth, g_blocks=args.g_blocks,
         fprs_prob=args.fprs_prob, fprs_parts=args.fprs_parts, fprs_part_prob=args.fprs_part_prob,
         fprs_soft=args.fprs_soft, emphasis_weight=args.emphasis_weight, emphasis_parts=args.emphasis_parts,
@@ -68,12 +71,12 @@ def train_ifqa(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError, OSError) as exc:
         return fail(str(exc))
     print(json.dumps(result, indent=2))
-    return EXIT_OK
+    return EXIT_INTERRUPTED if result.get("interrupted") else EXIT_OK
 
 
 def register(subparsers) -> None:
     from ..training.face_data import MASK_SOURCES
-    from ..training.ifqa import IFQATrainConfig
+    from ..training.ifqa_config import SCHEDULES, IFQATrainConfig
 
     d = IFQATrainConfig(data="", out="")
     p = subparsers.add_parser("train-ifqa", help="train or fine-tune the IFQA metric (adversarial, FPRS, emphasis)",
@@ -81,12 +84,25 @@ def register(subparsers) -> None:
                               "aligned HQ faces. Multi-GPU: torchrun --nproc_per_node K -m ifqa_loss train-ifqa ...")
     add = p.add_argument
     add("--data", required=True, help="folder of aligned high-quality faces (searched recursively)")
-    add("--out", required=True, help="run folder: last.pth, log.csv, snapshots/, tensorboard/, config.json")
+    add("--out", required=True, help="run folder: last.pth, best.pth, log.csv, val.csv, snapshots/, tensorboard/, "
+        "config.json; a folder holding a run needs --resume")
     add("--size", type=int, default=d.size, help=f"training side; faces are resized to it (default {d.size})")
     add("--steps", type=int, default=d.steps, help="total steps; a resumed run continues up to it")
     add("--batch-size", type=int, default=d.batch_size, help="faces per step and process")
     add("--lr-g", type=float, default=d.lr_g, help="generator Adam learning rate")
     add("--lr-d", type=float, default=d.lr_d, help="discriminator Adam learning rate")
+    add("--schedule", choices=SCHEDULES, default=d.schedule,
+        help=f"learning rates after the warm-up: cosine decay to --min-lr-ratio, or constant (default {d.schedule})")
+    add("--warmup", type=float, default=d.warmup, help=f"linear warm-up, fraction of --steps (default {d.warmup})")
+    add("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="cosine floor, fraction of the learning rates")
+    add("--ema-decay", type=float, default=d.ema_decay,
+        help=f"EMA of the discriminator, validated and saved as the metric; 0 = off (default {d.ema_decay})")
+    add("--fake-degraded-prob", type=float, default=d.fake_degraded_prob,
+        help=f"share of fakes that are the degraded input instead of its restoration (default {d.fake_degraded_prob})")
+    add("--val", help="folder of held-out HQ images for validation (default: a seeded split of --data)")
+    add("--val-fraction", type=float, default=d.val_fraction,
+        help=f"share of --data held out when --val is not given; 0 = no validation (default {d.val_fraction})")
+    add("--val-every", type=int, default=d.val_every, help=f"validate every N steps (default {d.val_every})")
     add("--l1-weight", type=float, default=d.l1_weight, help="generator L1 weight")
     add("--adv-weight", type=float, default=d.adv_weight, help="generator adversarial weight")
     add("--d-widths", type=_ints, default=d.d_widths, help="5 discriminator widths (published 64,128,256,512,1024)")
@@ -116,7 +132,9 @@ def register(subparsers) -> None:
     add("--checkpoint-every", type=int, default=d.checkpoint_every, help="write OUT/last.pth every N steps")
     add("--keep-checkpoints", action="store_true", help="also keep step_XXXXXXX.pth at every checkpoint")
     add("--init-from", help="start the discriminator from these weights (e.g. the published IFQA_Metric.pth)")
-    add("--resume", action="store_true", help="continue OUT/last.pth exactly")
-    add("--no-tensorboard", action="store_true", help="log.csv only")
+    add("--resume", action="store_true", help="continue OUT/last.pth exactly; changed training options (learning "
+        "rates, weights, --steps, ...) are applied and recorded in config.json, architecture options must match")
+    add("--no-tensorboard", action="store_true", help='log.csv / val.csv only (TensorBoard: pip install '
+        '"ifqa-loss[tensorboard]")')
     add("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=train_ifqa)

@@ -42,6 +42,14 @@ class FrozenMetricLoss(nn.Module):
 
     default_metric: str | None = "ifqa"
 
+    def __new__(cls, *args, **kwargs):
+        if args:  # every option is keyword-only; a positional path is the usual slip
+            first = args[0]
+            hint = (f": for a weight file write {cls.__name__}(checkpoint={os.fspath(first)!r})"
+                    if isinstance(first, (str, os.PathLike)) else "")
+            raise TypeError(f"{cls.__name__} takes keyword arguments only, got {len(args)} positional{hint}")
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,

@@ -130,10 +130,11 @@ class LossComposer(nn.Module):
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> LossComposer:
-        import yaml
+        """Terms from a YAML file, read with :mod:`ifqa_loss.safeio`'s limits (regular UTF-8 file, size, nesting,
+        alias expansion)."""
+        from ..safeio import read_yaml
 
-        with open(path) as fh:
-            return cls.from_config(yaml.safe_load(fh))
+        return cls.from_config(read_yaml(path, "loss configuration"))
 
     def weight_at(self, name: str, step: int) -> float:
         return self.weights[name] * self.schedules[name](step)

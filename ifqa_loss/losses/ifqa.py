@@ -72,9 +72,10 @@ class IFQALoss(FrozenMetricLoss):
         self._template_weights = {}  # cached masks follow no device/dtype change
         return super()._apply(fn, recurse)
 
-    def _region_weights(self, regions: dict[str, torch.Tensor] | None, size: int, device) -> torch.Tensor:
+    def _region_weights(self, regions: dict[str, torch.Tensor] | None, size: int, device,
+                        batch: int | None = None) -> torch.Tensor:
         if regions is not None:
-            return region_weight_map(regions, self.region_weights or {})
+            return region_weight_map(regions, self.region_weights or {}, batch)
         key = (size, str(device))
         if key not in self._template_weights:
             # Template masks are constants: checked once here, not on every call.
@@ -129,7 +130,7 @@ class IFQALoss(FrozenMetricLoss):
         if pixel_weights is not None:
             weights = QF.resize_weights(pixel_weights, size)
         if regions is not None or self.region_weights:
-            by_region = QF.resize_weights(self._region_weights(regions, size[-1], logits.device), size)
+            by_region = QF.resize_weights(self._region_weights(regions, size[-1], logits.device, batch), size)
             weights = by_region if weights is None else weights * by_region
             if regions is not None or checked_pixels:  # template-only weights were checked when cached
                 QF.check_pixel_weights(weights, batch, name="region-weighted pixel weights", check_values=check)

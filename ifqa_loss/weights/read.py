@@ -5,6 +5,7 @@ carries code is refused without running it.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import json
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+
+from ..safeio import UnreadableInput, open_regular
+from .bounds import TooLarge, check_legacy_storages, check_zip_members
 
 _CORRUPT_HINT = "the file is truncated or not a checkpoint: download it again"
 _WRAPPER_KEYS = ("D", "params_ema", "params", "state_dict", "model")
@@ -136,6 +140,12 @@ def check_tensors(state_dict: dict[str, torch.Tensor], source: object = "state d
         found = sorted({str(state_dict[k].dtype) for k in dtypes})
         raise CheckpointError(f"{source}: {tensors('dtype', dtypes)} of dtype {', '.join(found)}; the networks "
                               "hold float16/bfloat16/float32/float64 weights: save the float weights")
+    expanded = [k for k, v in state_dict.items()
+                if v.numel() and v.untyped_storage().nbytes() < v.numel() * v.element_size()]
+    if expanded:  # a zero-stride view: a few stored bytes posing as a huge tensor
+        raise CheckpointError(f"{source}: {tensors('storage', expanded)} declares more values than the file stores "
+                              "(a broadcast view); the file is damaged or hostile: save real tensors "
+                              "(tensor.contiguous())")
     non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not _finite(v)]
     if non_finite:
         raise CheckpointError(f"{source}: {tensors('values', non_finite)} holds NaN or Inf values; the "
@@ -167,8 +177,10 @@ def check_readable_file(path: Path) -> None:
     if is_dir:
         raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a file: pass the weight file in it")
     try:
-        with open(path, "rb"):
+        with open_regular(path, "checkpoint"):
             pass
+    except UnreadableInput as exc:
+        raise CheckpointError(str(exc)) from None
     except PermissionError:
         raise CheckpointError(f"checkpoint {str(path)!r} is not readable (permission denied): "
                               f"chmod u+r {str(path)!r} or copy it somewhere you can read") from None
@@ -218,13 +230,30 @@ def _what_it_is(path: Path) -> str | None:
                 "file itself")
     if head[257:262] == b"ustar":
         return f"{path} is a tar archive, not a checkpoint: extract the .pth from it first (tar -xf FILE)"
+    if _looks_like_text(head):
+        start = head[:40].decode("utf-8", "replace").strip().splitlines()[0][:40] if head.strip() else ""
+        return (f"{path} is a text file (it begins {start!r}), not a checkpoint: pass the weight file itself "
+                "(.pth or .safetensors)")
     return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 text with no control bytes besides whitespace (a pickle or zip always has some)."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:  # a multi-byte character cut at the end of the head
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return bool(text.strip()) and all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors copied out of the file (no memory map stays open) and the metadata."""
     from safetensors import SafetensorError, safe_open
 
+    _check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = fh.metadata() or {}
@@ -238,6 +267,31 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             "or re-import it"
         ) from exc
     return tensors, metadata
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Refuse a header naming one tensor twice (the library keeps one of them silently: which weights load
+    would depend on the reader). Headers that are not JSON are left to the library's own message."""
+    with open(path, "rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        if not 2 <= length <= min(path.stat().st_size - 8, 100 << 20):
+            return
+        header = fh.read(length)
+    repeated: list[str] = []
+
+    def pairs(items):
+        counts = collections.Counter(k for k, _ in items)
+        repeated.extend(k for k, n in counts.items() if n > 1)
+        return dict(items)
+
+    try:
+        json.loads(header, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return
+    if repeated:
+        raise CheckpointError(f"{path}: its safetensors header names the tensor(s) {repeated[:5]} twice; which "
+                              "values would load is undefined: the file is damaged or hostile: re-download or "
+                              "re-import it")
 
 
 def read_training_state(path: str | os.PathLike) -> dict:
@@ -267,6 +321,14 @@ def _torch_load_safely(path: Path):
     known = _what_it_is(path)
     if known:
         raise CheckpointError(known)
+    size = path.stat().st_size
+    try:
+        if _head(path, 4) == b"PK\x03\x04":
+            check_zip_members(path, size)
+        elif _head(path, 1) == b"\x80":
+            check_legacy_storages(path, size)
+    except TooLarge as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as exc:

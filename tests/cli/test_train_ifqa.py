@@ -47,3 +47,87 @@ def test_bad_options_are_refused_with_the_field_named(faces, tmp_path, capsys):
     assert code == EXIT_FAILED and "error: --degradations: unknown fields ['jpeg_quality']" in capsys.readouterr().err
     code = main(["train-ifqa", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), *TINY])
     assert code == EXIT_FAILED and "does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------- a run is never lost
+def _cmd(data, out, *extra):
+    return [sys.executable, "-m", "ifqa_loss", "train-ifqa", "--data", str(data), "--out", str(out), *TINY,
+            "--batch-size", "2", "--no-tensorboard", "--quiet", "--val-fraction", "0", *extra]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _logged_steps(path) -> list[int]:
+    return [int(line.split(",")[0]) for line in path.read_text().splitlines()[1:]]
+
+
+def _wait_for_rows(proc, path, rows: int, timeout: float = 300.0) -> None:
+    import time
+
+    start = time.time()
+    while time.time() - start < timeout:
+        if path.is_file() and len(path.read_text().splitlines()) > rows:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer ended early: {proc.stderr.read()}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"waited {timeout} s for {rows} rows in {path}")
+
+
+def test_a_run_folder_is_never_overwritten(faces, tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = subprocess.run(_cmd(faces, out, "--steps", "2"), capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code = main(["train-ifqa", "--data", str(faces), "--out", str(out), *TINY, "--steps", "4"])
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED and "holds a run at step 2" in err and "--resume" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    code = main(["train-ifqa", "--data", str(faces), "--out", str(out), *TINY, "--g-width", "8", "--resume"])
+    assert code == EXIT_FAILED and "g_width=4" in capsys.readouterr().err
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    code = main(["train-ifqa", "--data", str(faces), "--out", str(a_file), *TINY])
+    assert code == EXIT_FAILED and "is a file" in capsys.readouterr().err and a_file.read_text() == "keep me"
+
+
+def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path):
+    """SIGKILL after a checkpoint leaves log rows past it: --resume drops them. SIGTERM writes a checkpoint and
+    exits 130; a second trainer on the same folder is refused while the first runs; a changed learning rate on
+    resume is applied and recorded."""
+    import signal
+
+    out, log = tmp_path / "run", tmp_path / "run" / "log.csv"
+    steps = ["--steps", "500", "--log-every", "1"]
+    proc = subprocess.Popen(_cmd(faces, out, *steps, "--checkpoint-every", "3"), env=_env(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_rows(proc, log, 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    held = torch.load(out / "last.pth", weights_only=True)["step"]
+    assert held % 3 == 0 and max(_logged_steps(log)) >= held
+
+    proc = subprocess.Popen(_cmd(faces, out, *steps, "--resume"), env=_env(), text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_rows(proc, log, held + 2)
+    second = subprocess.run(_cmd(faces, out, *steps, "--resume"), capture_output=True, text=True, env=_env(),
+                            timeout=300)
+    assert second.returncode == EXIT_FAILED and f"(pid {proc.pid}" in second.stderr, second.stderr
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    assert "continue with --resume" in proc.stderr.read()
+    stopped = torch.load(out / "last.pth", weights_only=True)["step"]
+    assert _logged_steps(log) == list(range(1, stopped + 1))
+
+    end = str(stopped + 2)
+    proc = subprocess.run(_cmd(faces, out, "--steps", end, "--log-every", "1", "--resume", "--lr-d", "5e-4",
+                               "--schedule", "constant", "--warmup", "0"),
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert _logged_steps(log) == list(range(1, stopped + 3))
+    assert [float(r.split(",")[7]) for r in log.read_text().splitlines()[-2:]] == [5e-4, 5e-4]  # lr_d column
+    history = json.loads((out / "config.json").read_text())["history"]
+    assert history[-1]["step"] == stopped and history[-1]["changed"]["lr_d"] == [1e-3, 5e-4]

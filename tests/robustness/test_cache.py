@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -203,6 +205,153 @@ def _lock_left_behind(home: Path, ckpt: Path):
     (home / ".lock").write_text("")  # a lock file of a finished or killed process: no lock is held on it
 
 
+def held_lock(timeout: str, record: str | None | dict = "default", action: str = "import", check_waiting=False):
+    """Another holder has the lock (a separate file handle: flock locks per open file) and left a holder record."""
+    def make(home: Path, ckpt: Path):
+        from filelock import FileLock
+
+        home.mkdir(parents=True, exist_ok=True)
+        if action == "load":
+            import_checkpoint(ckpt)
+        os.environ["IFQA_LOSS_LOCK_TIMEOUT"] = timeout
+        blocker = FileLock(str(home / ".lock"))
+        blocker.acquire()
+        info = {"pid": 4242, "command": "ifqa-loss weights import", "started": "2026-12-06T08:00:00+00:00"}
+        if record == "default":
+            (home / ".lock.holder").write_text(json.dumps(info))
+        elif record is not None:
+            (home / ".lock.holder").write_text(record)
+
+        def run():
+            try:
+                if check_waiting:
+                    import contextlib
+                    import io
+                    err = io.StringIO()
+                    started = time.perf_counter()
+                    with contextlib.redirect_stderr(err), pytest.raises(CheckpointError):
+                        import_checkpoint(ckpt)
+                    assert time.perf_counter() - started < 5
+                    message = err.getvalue()
+                    assert re.search(case_reported("lock-held-says-it-waits-at-once"), message), message
+                    return
+                load_network("ifqa") if action == "load" else import_checkpoint(ckpt)
+            finally:
+                blocker.release()
+                os.environ.pop("IFQA_LOSS_LOCK_TIMEOUT", None)
+        return run
+    return make
+
+
+def case_reported(case_id: str) -> str:
+    return next(c.expect.reported for c in CASES if c.id == case_id)
+
+
+def with_env(name: str, value: str):
+    def make(home: Path, ckpt: Path):
+        def run():
+            os.environ[name] = value
+            try:
+                import_checkpoint(ckpt)
+            finally:
+                os.environ.pop(name, None)
+        return run
+    return make
+
+
+def home_at(folder: str):
+    def make(home: Path, ckpt: Path):
+        os.environ["IFQA_LOSS_HOME"] = folder
+        started = time.perf_counter()
+
+        def run():
+            try:
+                import_checkpoint(ckpt)
+            finally:
+                assert time.perf_counter() - started < 5, "refused at once, not after the lock timeout"
+        return run
+    return make
+
+
+def _holder_recorded(home: Path, ckpt: Path):
+    seen = {}
+
+    def run():
+        from ifqa_loss.weights import cache
+
+        original = cache._write_atomically
+
+        def spy(target, write):
+            seen.update(json.loads((home / ".lock.holder").read_text()))
+            return original(target, write)
+        cache._write_atomically = spy
+        try:
+            import_checkpoint(ckpt)
+        finally:
+            cache._write_atomically = original
+        assert seen["pid"] == os.getpid() and seen["started"].startswith("20"), seen
+        assert not (home / ".lock.holder").exists(), "the record goes with the lock"
+    return run
+
+
+def _other_weights(ckpt: Path, where: Path) -> Path:
+    """A file of the same layout with other values."""
+    payload = torch.load(ckpt, weights_only=True)
+    payload["D"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in payload["D"].items()}
+    torch.save(payload, where)
+    return where
+
+
+def _entry_linked_to_other_weights(home: Path, ckpt: Path):
+    from safetensors.torch import save_file
+
+    from ifqa_loss.weights import read_checkpoint
+
+    other = _other_weights(ckpt, home.parent / "other.pth")
+    state = read_checkpoint(other).state_dict
+    save_file(state, str(home.parent / "other.safetensors"), metadata={"metric": "ifqa"})
+    entry = home / "ifqa.safetensors"
+    entry.unlink()
+    entry.symlink_to(home.parent / "other.safetensors")
+
+
+def _entry_linked_to_identical_copy(home: Path, ckpt: Path):
+    import shutil
+
+    entry = home / "ifqa.safetensors"
+    shutil.copy(entry, home.parent / "copy.safetensors")
+    entry.unlink()
+    entry.symlink_to(home.parent / "copy.safetensors")
+
+
+def _entry_linked_to_other_name_in_cache(home: Path, ckpt: Path):
+    from safetensors.torch import save_file
+
+    from ifqa_loss.weights import read_checkpoint
+
+    save_file(read_checkpoint(_other_weights(ckpt, home.parent / "o.pth")).state_dict, str(home / "x.safetensors"),
+              metadata={"metric": "ifqa"})
+    entry = home / "ifqa.safetensors"
+    entry.unlink()
+    entry.symlink_to("x.safetensors")
+
+
+FOREIGN_TEMPS = (".download.tmp", ".ifqa.safetensors.tmp", ".notes.txt.123.tmp", ".ifqa.safetensors.abc.tmp",
+                 ".manifest.json.tmp")
+
+
+def _foreign_temps_kept(home: Path, ckpt: Path):
+    def run():
+        home.mkdir(parents=True, exist_ok=True)
+        for name in FOREIGN_TEMPS:
+            (home / name).write_text("another tool's work in progress")
+        (home / ".ifqa.safetensors.777.tmp").write_text("ours, stale")
+        import_checkpoint(ckpt)
+        assert all((home / name).read_text() == "another tool's work in progress" for name in FOREIGN_TEMPS)
+        assert not (home / ".ifqa.safetensors.777.tmp").exists()
+    return run
+
+
 REPAIR = "delete it and import the weights again"
 CASES = [
     # --- the folder itself -----------------------------------------------------------------------------------
@@ -252,6 +401,39 @@ CASES = [
     Case("import-nan-weights", _nan_import_writes_nothing, Works("refused, nothing written, folder still usable")),
     Case("source-overwritten-after-import", _replace_source_after_import, Works("the cached copy is independent")),
     Case("file-truncated-while-loaded", _loaded_then_file_replaced, Works("no memory map kept: no SIGBUS")),
+
+    # --- the lock: who holds it, how long to wait, a folder that cannot take one ------------------------------
+    Case("lock-held-gives-up-naming-holder", held_lock(timeout="0.3"),
+         Refused("gave up after waiting 0 s for the weights folder lock.*held by process 4242 \\(ifqa-loss weights "
+                 "import, since 2026", "IFQA_LOSS_LOCK_TIMEOUT=SECONDS")),
+    Case("lock-held-says-it-waits-at-once", held_lock(timeout="0.3", check_waiting=True),
+         Works(reported="waiting for the weights folder lock .* held by process 4242")),
+    Case("lock-held-without-holder-record", held_lock(timeout="0.2", record=None),
+         Refused("held by another process \\(it left no holder record\\)", "IFQA_LOSS_LOCK_TIMEOUT")),
+    Case("lock-held-with-garbage-record", held_lock(timeout="0.2", record="{not json"),
+         Refused("no holder record", "retry")),
+    Case("lock-held-load-gives-up-too", held_lock(timeout="0.2", action="load"),
+         Refused("gave up after waiting.*process 4242", "retry")),
+    Case("lock-timeout-not-a-number", with_env("IFQA_LOSS_LOCK_TIMEOUT", "soon"),
+         Refused("IFQA_LOSS_LOCK_TIMEOUT='soon' is not a number", "e.g. 120")),
+    Case("lock-timeout-negative", with_env("IFQA_LOSS_LOCK_TIMEOUT", "-5"),
+         Refused("not a number of seconds >= 0", "")),
+    Case("lock-timeout-nan", with_env("IFQA_LOSS_LOCK_TIMEOUT", "nan"), Refused("not a number of seconds", "")),
+    Case("lock-timeout-set-and-free", with_env("IFQA_LOSS_LOCK_TIMEOUT", "5"), Works("a free lock: no wait")),
+    Case("import-records-the-holder-while-locked", _holder_recorded, Works("pid and start time readable; removed")),
+    Case("home-on-proc-import-at-once", home_at("/proc"), Refused("cannot create the weights folder lock .*/proc/.lock",
+                                                                  HOME_FIX)),
+    Case("home-in-proc-subfolder", home_at("/proc/self"), Refused("weights folder lock|not writable", HOME_FIX)),
+    Case("home-on-sys-import-at-once", home_at("/sys"), Refused("not writable|cannot create", HOME_FIX)),
+    # --- integrity: a cache entry replaced by a link is re-hashed against the manifest ------------------------
+    Case("entry-replaced-by-link-to-other-weights", imported(_entry_linked_to_other_weights),
+         Refused("changed since it was imported", "import the original file again")),
+    Case("entry-replaced-by-link-to-same-bytes", imported(_entry_linked_to_identical_copy),
+         Works("same bytes: the recorded sha256 matches")),
+    Case("entry-replaced-by-link-into-cache", imported(_entry_linked_to_other_name_in_cache),
+         Refused("changed since it was imported", "import")),
+    # --- cleaning temporaries: only this library's own names --------------------------------------------------
+    Case("foreign-temporaries-kept", _foreign_temps_kept, Works("another tool's .*.tmp files stay")),
 ]
 
 

@@ -183,8 +183,8 @@ CASES = [
     Case("png-image", raw(b"\x89PNG\r\n\x1a\n" + bytes(64)), Refused("PNG image", "weight file")),
     Case("jpeg-image", raw(b"\xff\xd8\xff\xe0" + bytes(64)), Refused("JPEG image", "weight file")),
     Case("random-bytes", raw(bytes(range(256)) * 8), Refused("could not be read", REDOWNLOAD)),
-    Case("text-file", raw(b"IFQA weights: see the README\n"), Refused("could not be read", REDOWNLOAD)),
-    Case("json-file", raw(b'{"D": {"w": [1, 2]}}'), Refused("could not be read", REDOWNLOAD)),
+    Case("text-file", raw(b"IFQA weights: see the README\n"), Refused("text file.*not a checkpoint", "weight file")),
+    Case("json-file", raw(b'{"D": {"w": [1, 2]}}'), Refused("text file.*not a checkpoint", "weight file")),
     # --- cut short -------------------------------------------------------------------------------------------
     *(Case(f"zip-cut-at-{int(f * 100)}pct", raw(derive=lambda b, f=f: b[: int(len(b) * f)]),
            Refused("could not be read", REDOWNLOAD)) for f in (0.01, 0.1, 0.5, 0.9, 0.99)),
@@ -309,7 +309,47 @@ CASES = [
     Case("sha256-pin-uppercase", pinned(lambda p: sha256_file(p).upper()), Works("hex in any case")),
     Case("sha256-pin-differs", pinned(lambda p: "0" * 64), Refused("sha256 is .* expected 0{64}", "download")),
     Case("sha256-pin-malformed", pinned(lambda p: "abc"), Refused("not 64 hexadecimal digits", "")),
+    # --- text and other files that are not checkpoints: called what they are -----------------------------------
+    Case("text-readme-markdown", raw(b"# IFQA weights\n\nDownload from Google Drive.\n"),
+         Refused("text file \\(it begins '# IFQA weights'\\), not a checkpoint", "weight file itself")),
+    Case("text-csv", raw(b"name,mos\na.png,0.5\n"), Refused("text file.*not a checkpoint", "\\.pth or \\.safetensors")),
+    Case("text-python-source", raw(b"import torch\nmodel = torch.load('x.pth')\n"), Refused("text file", "weight")),
+    Case("text-yaml", raw(b"metric: ifqa\nwidths: [4, 8]\n"), Refused("text file", "weight file")),
+    Case("text-unicode", raw("Gewichte f\u00fcr IFQA \u2014 siehe README\n".encode()), Refused("text file", "weight")),
+    Case("text-sha256-file", raw(b"a" * 64 + b"  IFQA_Metric.pth\n"), Refused("text file", "weight file")),
+    Case("text-git-lfs-pointer", raw(b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1\n"),
+         Refused("text file.*not a checkpoint", "weight file")),
+    Case("text-named-safetensors", raw(b"not weights\n", name="w.safetensors"), Refused("text file|not a readable",
+                                                                                       "weight|re-download")),
+    # --- safetensors headers: one name, one tensor -----------------------------------------------------------
+    Case("safetensors-duplicate-tensor-name", safetensors_file(derive=lambda b: duplicate_name(b)),
+         Refused("names the tensor\\(s\\) \\['encoder128.conv1.weight'\\] twice", "re-download|re-import")),
+    Case("safetensors-duplicate-bias-name",
+         safetensors_file(derive=lambda b: duplicate_name(b, "encoder128.conv1.bias")),
+         Refused("\\['encoder128.conv1.bias'\\] twice", "re-download|re-import")),
+    # --- tensors that are views of a few bytes ---------------------------------------------------------------
+    Case("broadcast-view-weight", tensor(_set(FIRST, lambda t: torch.ones(1).expand(t.shape))),
+         Refused(f"{FIRST}.*declares more values than the file stores", "contiguous")),
+    Case("broadcast-view-huge", torch_file(lambda o: {"D": {"w": torch.zeros(1).expand(10**12)}}),
+         Refused("declares more values", "contiguous")),
+    Case("shared-storage-slices-load", tensor(_set(FIRST, lambda t: torch.cat([t.flatten(), t.flatten()])[:t.numel()]
+                                                   .view(t.shape))), Works("a slice of a larger storage is data")),
+    # --- legacy (non-zip) files within their bound -----------------------------------------------------------
+    Case("legacy-format-good", torch_file(legacy=True), Works("the old serialisation still loads")),
+    Case("legacy-format-float16", torch_file(lambda o: {**o, "D": {k: v.half() for k, v in o["D"].items()}},
+                                             legacy=True), Works("element sizes of each storage type")),
 ]
+
+
+def duplicate_name(data: bytes, key: str = FIRST) -> bytes:
+    """The safetensors header with its entry ``key`` written twice (same length: the offsets stay valid)."""
+    size = struct.unpack("<Q", data[:8])[0]
+    header = data[8:8 + size].decode()
+    start = header.index(f'"{key}"')
+    end = header.index("}", start) + 1
+    entry = header[start:end]
+    padded = (header.rstrip()[:-1] + "," + entry + "}").encode()
+    return struct.pack("<Q", len(padded)) + padded + data[8 + size:]
 
 
 @params(CASES)

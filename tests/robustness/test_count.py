@@ -2,7 +2,7 @@
 from robustness.conftest import count_cases
 
 
-def test_robustness_tables_hold_at_least_150_cases():
+def test_robustness_tables_hold_at_least_440_cases():
     total = count_cases()
     print(f"robustness cases: {total}")
-    assert total >= 150
+    assert total >= 440
