@@ -1,6 +1,6 @@
 """Measure metric gaming and the defences (the numbers in docs/hacking.md).
 
-    python docs/measure_hacking.py --work /tmp/hacking [--steps 400] [--lr-d 2e-4] [--opt-steps 60]
+    python docs/measure_hacking.py --work /tmp/hacking [--steps 400] [--lr-d LR] [--opt-steps 60]
 
 1. Cuts 64 px crops from scikit-image's photographs into three disjoint training sets (A, B, C:
    different photographs) and one held-out set (other photographs).
@@ -74,7 +74,7 @@ def train_metric(name: str, work: Path, args) -> Path:
     cmd = [sys.executable, "-m", "ifqa_loss", "train-ifqa", "--data", str(work / f"data{name}"), "--out", str(run),
            "--size", "64", "--d-widths", "8,16,32,64,64", "--d-bottleneck", "1", "--g-width", "8", "--g-depth", "2",
            "--steps", str(args.steps), "--batch-size", "8", "--device", "cpu", "--no-tensorboard", "--quiet",
-           "--seed", str(SEEDS[name]), "--lr-d", str(args.lr_d), *args.train_extra]
+           "--seed", str(SEEDS[name]), *(["--lr-d", str(args.lr_d)] if args.lr_d else []), *args.train_extra]
     print("$", " ".join(cmd), file=sys.stderr)
     start = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -240,7 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", required=True, help="folder for data, runs and results.json")
     parser.add_argument("--steps", type=int, default=400, help="train-ifqa steps per metric")
-    parser.add_argument("--lr-d", type=float, default=2e-4, help="train-ifqa discriminator learning rate")
+    parser.add_argument("--lr-d", type=float, help="train-ifqa discriminator learning rate (default: train-ifqa's)")
     parser.add_argument("--train-extra", nargs=argparse.REMAINDER, default=[], help="more train-ifqa options")
     parser.add_argument("--retrain", action="store_true", help="train again even if runs exist")
     parser.add_argument("--crops", type=int, default=16, help="training crops per photograph")
