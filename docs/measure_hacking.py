@@ -121,6 +121,8 @@ def run_pair(opt_name: str, judge_name: str, metrics: dict, probe: dict, real: t
     lq, gt = probe["lq"], probe["gt"]
     rows = {}
     for condition, make in condition_losses(opt, metrics["C"], args).items():
+        if args.conditions and condition not in args.conditions:
+            continue
         loss = make()
         start = time.time()
         out = optimise_pixels(lq, loss, steps=args.opt_steps, lr=args.opt_lr, real=real)
@@ -254,6 +256,8 @@ def main() -> None:
     parser.add_argument("--ablation-weight", type=float, default=0.1, help="IFQA weight in the restorer ablation")
     parser.add_argument("--only-ablation", action="store_true", help="skip the pixel optimisation")
     parser.add_argument("--results", default="results.json", help="file name of the results in --work")
+    parser.add_argument("--conditions", type=lambda t: t.split(","), help="comma list of defences to run (default all)")
+    parser.add_argument("--one-pair", action="store_true", help="only optimise A judged by B")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     warnings.simplefilter("ignore")
@@ -281,7 +285,8 @@ def main() -> None:
         "training_logs": {n: (work / f"run{n}" / "log.csv").read_text().splitlines()[-1] for n in metrics},
         "pairs": {},
     }
-    for opt_name, judge_name in () if args.only_ablation else (("A", "B"), ("B", "A")):
+    pairs = (("A", "B"),) if args.one_pair else (("A", "B"), ("B", "A"))
+    for opt_name, judge_name in () if args.only_ablation else pairs:
         results["pairs"][f"{opt_name} → {judge_name}"] = run_pair(opt_name, judge_name, metrics,
                                                                   {"lq": lq, "gt": gt}, real, args)
     if args.ablation_steps:
