@@ -20,6 +20,7 @@ SECTIONS = [
     ("ifqa_loss.hacking", ["hack_probe", "optimise_pixels", "HackingMonitor"]),
     ("ifqa_loss.losses.augment", ["EOTConfig"]),
     ("ifqa_loss.losses.refresh", ["RefreshConfig", "Refresher"]),
+    ("ifqa_loss.diffusion", None),
 ]
 
 

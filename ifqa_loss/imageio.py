@@ -220,12 +220,13 @@ def _colour_bar(height: int, width: int = 14, colormap: str = "viridis") -> np.n
     return colorize(values, colormap)
 
 
-def _labelled_map(colour: np.ndarray, score: float | None) -> Image.Image:
-    """The colour map with a colour bar (labelled 1 / 0) on its right and the score above it."""
+def _labelled_map(colour: np.ndarray, score: float | None, label: str | None = None) -> Image.Image:
+    """The colour map with a colour bar (labelled 1 / 0) on its right, the score above it and ``label`` (in red)
+    in a line of its own above that."""
     from PIL import ImageDraw
 
     height, width = colour.shape[:2]
-    header, bar_gap, bar_width, label_width = 18, 6, 14, 18
+    header, bar_gap, bar_width, label_width = 18 + (14 if label else 0), 6, 14, 18
     canvas = Image.new("RGB", (width + bar_gap + bar_width + label_width, height + header), "white")
     canvas.paste(Image.fromarray(colour), (0, header))
     canvas.paste(Image.fromarray(_colour_bar(height, bar_width)), (width + bar_gap, header))
@@ -234,8 +235,20 @@ def _labelled_map(colour: np.ndarray, score: float | None) -> Image.Image:
     draw.text((x_label, header), "1", fill="black")
     draw.text((x_label, header + height - 11), "0", fill="black")
     title = "quality map (1 = real)" if score is None else f"score {score:.4f}  (map: 1 = real)"
-    draw.text((2, 3), title, fill="black")
+    draw.text((2, header - 15), title, fill="black")
+    if label:
+        draw.text((2, 2), label, fill=(200, 0, 0))
     return canvas
+
+
+def _banner(image: Image.Image, label: str) -> Image.Image:
+    """``image`` with ``label`` in white on a black strip across its top (drawn on the pixels themselves)."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, image.width, 13), fill="black")
+    draw.text((2, 1), label, fill="white")
+    return image
 
 
 def save_map_images(
@@ -246,8 +259,12 @@ def save_map_images(
     *,
     score: float | None = None,
     max_alpha: float = 0.7,
+    label: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<stem>_map.png`` (colour-mapped map, colour bar, score) and ``<stem>_overlay.png``.
+
+    ``label`` (e.g. ``"RANDOM WEIGHTS: not a quality judgement"``) is drawn on both images themselves, so it
+    travels with them wherever they are copied.
 
     ``quality_map``: (1,h,w) in [0,1]; ``image``: (3,H,W) in [0,1]. The overlay is at the
     image's own size and aspect ratio (the map is stretched back the way the image was
@@ -265,7 +282,7 @@ def save_map_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     colour = colorize(quality_map)
     map_path = out_dir / f"{stem}_map.png"
-    _labelled_map(colour, score).save(map_path)
+    _labelled_map(colour, score, label).save(map_path)
     face = (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
     size = (face.shape[1], face.shape[0])
     tint = np.asarray(Image.fromarray(colour).resize(size, Image.BILINEAR), dtype=np.float32)
@@ -274,5 +291,6 @@ def save_map_images(
     alpha = max_alpha * (1.0 - realness[0, 0].numpy())[..., None]
     overlay = (face.astype(np.float32) * (1 - alpha) + tint * alpha + 0.5).astype(np.uint8)
     overlay_path = out_dir / f"{stem}_overlay.png"
-    Image.fromarray(overlay).save(overlay_path)
+    overlay_image = Image.fromarray(overlay)
+    (_banner(overlay_image, label) if label else overlay_image).save(overlay_path)
     return map_path, overlay_path

@@ -157,9 +157,19 @@ def parse_yaml(text: str, source: str, max_depth: int = MAX_NESTING, max_nodes: 
     import yaml
 
     try:
+        depth = 0  # the event stream is produced without recursion: refuse deep nesting before composing
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > max_depth:
+                    raise UnreadableInput(f"{source} nests more than {max_depth} levels deep: not the expected file")
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise UnreadableInput(f"{source} is not valid YAML ({_first_line(str(exc))}); fix it") from None
+    except RecursionError:  # PyYAML's composer recurses per level: hundreds of levels exhaust the stack
+        raise UnreadableInput(f"{source} nests more than {max_depth} levels deep: not the expected file") from None
     if node is None:
         return None
     sizes: dict[int, int] = {}
@@ -186,7 +196,11 @@ def parse_yaml(text: str, source: str, max_depth: int = MAX_NESTING, max_nodes: 
         return total
 
     expanded(node, 0)
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # composed, but a tag no safe loader builds (e.g. !!python/object)
+        raise UnreadableInput(f"{source} is not plain YAML data ({_first_line(str(exc))}); write plain "
+                              "values (numbers, strings, lists, mappings)") from None
 
 
 def read_yaml(path: str | os.PathLike, what: str = "input", limit: int = MAX_TEXT_BYTES,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -9,35 +10,39 @@ import torch
 
 from reference import FIXTURES, reference_state_dict
 
+# torch.compile tests: one in-process inductor compiler instead of a pool of worker processes that each import
+# torch again (~0.3 GB apiece, alive for the rest of the session).
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def expected() -> dict:
     return json.loads((FIXTURES / "expected.json").read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ifqa_state_dict() -> dict[str, torch.Tensor]:
+    """Module-scoped (420 MB): no test file's big tensors stay alive under the next file's (peak RSS)."""
     return reference_state_dict("ifqa_cnn_keys.json")
 
 
 @pytest.fixture(scope="session")
-def ifqa_checkpoint(tmp_path_factory, ifqa_state_dict) -> Path:
-    """The official layout {'D': state_dict} with the reference weights."""
+def ifqa_checkpoint(tmp_path_factory) -> Path:
+    """The official layout {'D': state_dict} with the reference weights (the session keeps the file only)."""
     path = tmp_path_factory.mktemp("weights") / "IFQA_Metric.pth"
-    torch.save({"D": ifqa_state_dict}, path)
+    torch.save({"D": reference_state_dict("ifqa_cnn_keys.json")}, path)
     return path
 
 
 @pytest.fixture(scope="session")
-def ifqa_vit_checkpoint(tmp_path_factory, ifqa_vit_state_dict) -> Path:
+def ifqa_vit_checkpoint(tmp_path_factory) -> Path:
+    """IFQA++ (657 M parameters, 2.6 GB) with the reference weights, on disk only: the session keeps the file,
+    not the tensors, so the suite never holds more than the one copy a test loads (peak RSS, see README)."""
     path = tmp_path_factory.mktemp("weights_vit") / "IFQA++_Metric.pth"
-    torch.save({"D": ifqa_vit_state_dict}, path)
+    state_dict = reference_state_dict("ifqa_vit_keys.json")
+    torch.save({"D": state_dict}, path)
+    del state_dict
     return path
-
-
-@pytest.fixture(scope="session")
-def ifqa_vit_state_dict() -> dict[str, torch.Tensor]:
-    return reference_state_dict("ifqa_vit_keys.json")
 
 
 def _reference_net(build, state_dict):
@@ -48,15 +53,30 @@ def _reference_net(build, state_dict):
     return net.eval()
 
 
-@pytest.fixture(scope="session")
-def ifqa_vit_net(ifqa_vit_state_dict):
+@pytest.fixture(scope="module")
+def ifqa_vit_net(ifqa_vit_checkpoint):
+    """Module-scoped: the 2.6 GB network is freed when the module that asked for it ends."""
     from ifqa_loss.nets.ifqa_vit import IFQAViT
 
-    return _reference_net(IFQAViT, ifqa_vit_state_dict)
+    return _reference_net(IFQAViT, torch.load(ifqa_vit_checkpoint, weights_only=True)["D"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ifqa_net(ifqa_state_dict):
     from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 
     return _reference_net(IFQADiscriminator, ifqa_state_dict)
+
+
+# Opt-in memory report: IFQA_TEST_RSS=rss.csv python -m pytest tests  ->  peak RSS of the whole process tree
+# (pytest and every subprocess it starts) per test file, sampled every 20 ms with psutil.
+if os.environ.get("IFQA_TEST_RSS"):
+    from rss import RSSRecorder
+
+    _recorder = RSSRecorder(os.environ["IFQA_TEST_RSS"])
+
+    def pytest_runtest_logstart(nodeid, location):
+        _recorder.enter(nodeid.split("::")[0])
+
+    def pytest_sessionfinish(session, exitstatus):
+        _recorder.finish()

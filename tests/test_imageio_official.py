@@ -7,7 +7,7 @@ from ifqa_loss.imageio import ImageReadError, read_image_official
 
 from reference import SAMPLES
 
-cv2 = pytest.importorskip("cv2")
+cv2 = pytest.importorskip("cv2", reason="OpenCV comes with the [test] extra; these compare with cv2.imread")
 
 
 def _official(path) -> np.ndarray:

@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-OPTIONAL = ["basicsr", "gfpgan", "matplotlib", "scipy", "lpips", "yaml", "cv2", "tensorboard"]
+OPTIONAL = ["basicsr", "gfpgan", "matplotlib", "scipy", "lpips", "yaml", "cv2", "tensorboard", "diffusers", "peft"]
 
 
 def test_import_loads_no_optional_package():

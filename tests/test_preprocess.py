@@ -5,7 +5,7 @@ import torch
 
 from ifqa_loss.preprocess import resize_uint8_like_cv2
 
-cv2 = pytest.importorskip("cv2")
+cv2 = pytest.importorskip("cv2", reason="OpenCV comes with the [test] extra; these compare with the official pipeline")
 
 
 @pytest.mark.parametrize("source", [(512, 512), (1024, 1024), (300, 300), (200, 200), (128, 128), (480, 640),

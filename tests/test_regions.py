@@ -112,7 +112,9 @@ def test_template_is_facexlibs_published_one_scaled_as_facexlib_does():
     import inspect
     import textwrap
 
-    helper = pytest.importorskip("facexlib.utils.face_restoration_helper")
+    helper = pytest.importorskip("facexlib.utils.face_restoration_helper",
+                                 reason="facexlib comes with the [gfpgan] extra: pip install --no-build-isolation -e "
+                                        "'.[test,gfpgan]' (the README's test command)")
     tree = ast.parse(textwrap.dedent(inspect.getsource(helper.FaceRestoreHelper.__init__)))
     arrays = [ast.literal_eval(node.args[0]) for node in ast.walk(tree)
               if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "array"]

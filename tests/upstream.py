@@ -20,8 +20,9 @@ def upstream_source(variable: str, repository: str) -> Path:
     """The checkout named by ``variable``; skip with the how-to when unset, fail when it names nothing."""
     value = os.environ.get(variable)
     if not value:
-        pytest.skip(f"set {variable} to a checkout of {repository} (the commit in integrations/*/README.md) "
-                    f"to run this test, e.g. {variable}=$PWD/../shared/upstream/{repository.split('/')[1]}")
+        pytest.skip(f"{repository}'s training loop was NOT run: set {variable} to a checkout of {repository} (the "
+                    f"commit in integrations/*/README.md), e.g. {variable}=$PWD/../shared/upstream/"
+                    f"{repository.split('/')[1]}; .ci/run sets it when that folder exists (README: Tests)")
     path = Path(value)
     assert path.is_dir(), f"{variable}={value} is not a directory"
     return path

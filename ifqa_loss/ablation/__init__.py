@@ -3,9 +3,9 @@
     >>> from ifqa_loss.ablation import load_config, run_sweep    # doctest: +SKIP
     >>> run_sweep(load_config("sweep.yaml"), "runs/ablation")    # doctest: +SKIP
 
-``schema`` (the sweep file's dataclasses and plan), ``config`` (loading, validation) and ``limits``
-(bounded YAML, finite numbers), ``builtin`` (train a restorer on degraded faces), ``external``
-(your own training command), ``evaluate`` (per-image metrics,
+``schema`` (the sweep file's dataclasses, finite in-range field checks, plan), ``config`` (loading
+with :mod:`ifqa_loss.safeio`'s bounded YAML reader, validation), ``builtin`` (train a restorer on
+degraded faces), ``external`` (your own training command), ``evaluate`` (per-image metrics,
 optimised vs judge), ``judges`` (held-out metrics as data), ``fidelity`` (PSNR/SSIM, basicsr's
 conventions), ``stats`` (seed-level statistics), ``io`` (atomic writes, strict JSON, portable paths),
 ``runner`` (settings, shards, resume, extension), ``report`` (tables), ``plots`` (figures, sample

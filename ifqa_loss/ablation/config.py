@@ -1,4 +1,4 @@
-"""The sweep file: YAML loading (bounded, :mod:`.limits`) and validation with errors that name the fix.
+"""The sweep file: YAML loading (bounded by :mod:`ifqa_loss.safeio`) and validation with errors that name the fix.
 
 A sweep is a base objective (``base``: L1, LPIPS, ...) plus one quality term per setting
 (``sweep``: IFQA / IFQA++ / GFIQA at a list of weights and schedules), each trained with
@@ -8,6 +8,7 @@ the plan. The dataclasses live in :mod:`.schema` (re-exported here). See
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,6 +31,8 @@ from .schema import (
     SweepConfigError,
     SweepTerm,
     TrainConfig,
+    check_finite,
+    number,
     parse_shard,
     plan_settings,
     shard_settings,
@@ -37,7 +40,12 @@ from .schema import (
 
 __all__ = ["SweepConfig", "Setting", "SweepConfigError", "config_from_dict", "load_config", "check_net_class",
            "plan_settings", "parse_shard", "shard_settings", "PATH_FIELDS", "METRIC_LOSSES", "LPIPSConfig",
-           "ModelConfig"]
+           "ModelConfig", "MAX_SWEEP_BYTES", "MAX_SWEEP_DEPTH", "MAX_SWEEP_VALUES"]
+
+# A sweep file is a few dozen lines: its limits are far tighter than safeio's defaults for other inputs.
+MAX_SWEEP_BYTES = 1 << 20
+MAX_SWEEP_DEPTH = 32
+MAX_SWEEP_VALUES = 100_000  # values once YAML aliases are expanded (a "billion laughs" file stops here)
 
 
 def _build(cls, raw: Any, where: str):
@@ -69,8 +77,6 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _number(value, where: str, **bounds) -> None:
-    from .limits import number
-
     try:
         number(value, where, **bounds)
     except ValueError as exc:
@@ -89,12 +95,10 @@ def config_from_dict(raw: dict, *, base_dir: str | os.PathLike = ".", check_impo
         >>> cfg.sweep[0].weights, len(plan_settings(cfg))
         ([0.1], 2)
     """
-    from .limits import check_tree
-
     if not isinstance(raw, dict):
         raise SweepConfigError("the sweep file must be a YAML mapping (name, seeds, base, sweep, metrics, data, ...)")
     try:
-        check_tree(raw)
+        check_finite(raw)
     except ValueError as exc:
         raise SweepConfigError(str(exc)) from None
     try:
@@ -271,14 +275,34 @@ def _resolve_paths(cfg: SweepConfig, base: Path) -> None:
 
 
 def load_config(path: str | os.PathLike) -> SweepConfig:
-    """Read and validate a sweep YAML file (relative paths are relative to the file); see :mod:`.limits`."""
-    from .limits import read_yaml
+    """Read and validate a sweep YAML file (relative paths are relative to the file).
+
+    The file is read with :func:`ifqa_loss.safeio.read_yaml` (a regular UTF-8 file: FIFOs and devices are
+    refused before a byte is read) within :data:`MAX_SWEEP_BYTES`, :data:`MAX_SWEEP_DEPTH` levels and
+    :data:`MAX_SWEEP_VALUES` values after aliases.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "sweep.yaml"
+        >>> _ = path.write_text("sweep: [{metric: ifqa, weights: [0.1]}]\\ndata: {hq: faces}\\n"
+        ...                     "metrics: {ifqa: {random_weights: true}}\\n")
+        >>> load_config(path).sweep[0].weights
+        [0.1]
+    """
+    from ..safeio import read_yaml
 
     path = Path(path)
     try:
-        raw = read_yaml(path)
-    except ValueError as exc:
+        raw = read_yaml(path, "sweep file", limit=MAX_SWEEP_BYTES, max_depth=MAX_SWEEP_DEPTH,
+                        max_nodes=MAX_SWEEP_VALUES)
+    except ValueError as exc:  # safeio.UnreadableInput: a FIFO or device, too large, not UTF-8, not YAML, a bomb
         raise SweepConfigError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise SweepConfigError(f"sweep file {str(path)!r} does not exist: check the path") from None
+        if exc.errno == errno.EISDIR:
+            raise SweepConfigError(f"sweep file {str(path)!r} is a folder, not a regular file: give the sweep "
+                                   "YAML file in it") from None
+        raise SweepConfigError(f"sweep file {str(path)!r} cannot be read ({exc.strerror}): check the path and "
+                               "its permissions") from None
     return config_from_dict(raw, base_dir=path.parent)
-
-

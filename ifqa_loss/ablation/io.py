@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_atomic", "strict", "dumps", "portable_path", "resolve_path"]
+__all__ = ["write_atomic", "strict", "dumps", "read_run_config", "portable_path", "resolve_path"]
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -60,6 +60,35 @@ def dumps(value: Any, **kwargs) -> str:
         '{"p": null}'
     """
     return json.dumps(strict(value), allow_nan=False, **kwargs)
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """A run folder's ``config.json``, read with :func:`ifqa_loss.safeio.read_json`'s limits (regular UTF-8 file,
+    size, nesting, strict JSON); :class:`~.schema.SweepConfigError` naming the file and the fix when unreadable.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = (Path(d) / "config.json").write_text('{"seeds": [0], "seeds": [1]}')
+        ...     read_run_config(Path(d))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ifqa_loss.ablation.schema.SweepConfigError: ...config.json' names 'seeds' twice: keep one entry; restore it ...
+    """
+    from ..safeio import read_json
+    from .schema import SweepConfigError
+
+    stored = Path(run_dir) / "config.json"
+    try:
+        raw = read_json(stored, "run configuration")
+    except (OSError, ValueError) as exc:  # ValueError: safeio.UnreadableInput, which names the file
+        detail = f"{stored} cannot be read ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+        raise SweepConfigError(f"{detail}; restore it from config.yaml (or rerun the sweep) or choose a new "
+                               "--out") from None
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"{stored} holds a {type(raw).__name__}, not a sweep configuration; restore it from "
+                               "config.yaml (or rerun the sweep) or choose a new --out")
+    return raw
 
 
 def portable_path(path: str, run_dir: Path) -> str:

@@ -50,7 +50,7 @@ def check_judges(judges: dict, *, loss_metrics: dict) -> None:
     """Validate a ``judges:`` mapping (``ValueError`` naming the judge and the fix)."""
     import re
 
-    from .limits import number
+    from .schema import number
 
     for name, spec in judges.items():
         where = f"judges.{name}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import stats
 from .config import SweepConfigError, config_from_dict, plan_settings
-from .io import dumps, write_atomic
+from .io import dumps, read_run_config, write_atomic
 from .plots import UNITS, plots, sample_grid
 
 __all__ = ["collect", "summarize", "markdown_report", "write_report", "ROW_FIELDS"]
@@ -39,7 +39,7 @@ def collect(run_dirs: list[str | os.PathLike]) -> tuple[dict, list[dict]]:
         stored = folder / "config.json"
         if not stored.is_file():
             raise SweepConfigError(f"{folder} is not an ablation run folder (no config.json)")
-        this = json.loads(stored.read_text())
+        this = read_run_config(folder)
         if config is not None and _comparable(this) != _comparable(config):
             raise SweepConfigError(f"{folder} was run with a different sweep than {run_dirs[0]}; shards of one "
                                    "report must share their sweep file")

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from .config import PATH_FIELDS, Setting, SweepConfig, SweepConfigError, plan_settings, shard_settings
-from .io import dumps, portable_path, write_atomic
+from .io import dumps, portable_path, read_run_config, write_atomic
 
 __all__ = ["run_sweep", "is_done", "setting_dir", "environment", "stored_config"]
 
@@ -119,12 +119,7 @@ def _check_run_dir(cfg: SweepConfig, run_dir: Path) -> bool:
                                f"{changed[:6]}{' ...' if len(changed) > 6 else ''} (loss, schedule, model, data, "
                                "training or evaluation changed, or an older ifqa-loss wrote them); resume with the "
                                "same definitions, or choose a new --out")
-    try:
-        previous = json.loads(stored.read_text())
-    except (OSError, ValueError) as exc:
-        raise SweepConfigError(f"{stored} is unreadable ({exc}); restore it from config.yaml or choose a new "
-                               "--out") from None
-    return previous != stored_config(cfg, run_dir)
+    return read_run_config(run_dir) != stored_config(cfg, run_dir)
 
 
 def _prepare_run_dir(cfg: SweepConfig, run_dir: Path, device: torch.device, update: bool) -> None:

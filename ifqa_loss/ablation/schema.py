@@ -1,4 +1,4 @@
-"""The sweep file's schema: dataclasses, the settings a sweep plans, shards (loading: :mod:`.config`).
+"""The sweep file's schema: dataclasses, field checks, the settings a sweep plans, shards (loading: :mod:`.config`).
 
 A sweep is a base objective (``base``: L1, LPIPS, ...) plus one quality term per setting
 (``sweep``: IFQA / IFQA++ / GFIQA at a list of weights and schedules), each trained with
@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
 __all__ = ["SweepConfig", "Setting", "SweepConfigError", "plan_settings", "parse_shard", "shard_settings",
            "PATH_FIELDS", "DataConfig", "ModelConfig", "TrainConfig", "LPIPSConfig", "EvaluationConfig", "SweepTerm",
-           "ExternalConfig", "BASE_LOSS_TYPES", "METRIC_LOSSES", "MODES"]
+           "ExternalConfig", "BASE_LOSS_TYPES", "METRIC_LOSSES", "MODES", "number", "check_finite"]
 
 BASE_LOSS_TYPES = ("L1Loss", "MSELoss", "SmoothL1Loss", "LPIPS")
 METRIC_LOSSES = {"ifqa": "IFQALoss", "ifqa++": "IFQAPlusLoss", "gfiqa": "GFIQALoss", "gfiqa-resnet50": "GFIQALoss"}
@@ -27,6 +28,50 @@ PATH_FIELDS = (("data", "hq"), ("external", "gt"), ("external", "lq"), ("externa
 
 class SweepConfigError(ValueError):
     """The sweep file is wrong; the message names the field and the fix."""
+
+
+def number(value, where: str, *, low: float | None = None, high: float | None = None, integer: bool = False,
+           low_open: bool = False) -> None:
+    """``value`` is a finite number (an int if ``integer``) with ``low <= value <= high`` (``low < value``).
+
+    Example:
+        >>> number(0, "train.lr", low=0, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: train.lr must be a number > 0, got 0
+    """
+    kinds = int if integer else (int, float)
+    bounds = " ".join(p for p in ((f"> {low:g}" if low_open else f">= {low:g}") if low is not None else "",
+                                  f"<= {high:g}" if high is not None else "") if p)
+    wanted = f"{'an integer' if integer else 'a number'}{' ' + bounds if bounds else ''}"
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        raise ValueError(f"{where} must be {wanted}, got {value!r}")
+
+
+def check_finite(value, where: str = "") -> None:
+    """Every float in a parsed sweep is finite (YAML's ``.nan``/``.inf`` are refused by their field's name).
+
+    Sizes and nesting are bounded when the file is read (:func:`ifqa_loss.safeio.read_yaml`).
+
+    Example:
+        >>> check_finite({"train": {"lr": float("nan")}})
+        Traceback (most recent call last):
+        ...
+        ValueError: train.lr must be a finite number, got nan
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, f"{where}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value}")
 
 
 @dataclass

@@ -78,12 +78,15 @@ class RestorationGenerator(nn.Module):
         return image
 
 
-def measure_generator_step(cfg, log=print) -> list[dict]:
+def measure_generator_step(cfg, log=print, budget=None, block_seconds=None) -> list[dict]:
     """Training-step time of the restoration generator alone (L1 to the target) and with each loss added
-    (weight 0.1), timed round-robin; each row also records the step's peak memory."""
+    (weight 0.1), timed round-robin until each step's paired ratio to the generator alone is conclusive or the
+    block's time is spent (timing.adaptive). A step with a loss does the generator's work and more, so a ratio
+    below 1 is a measurement error: it is re-measured while time is left and flagged, never shown as a result.
+    Each row also records the step's peak memory (that first call is the warm-up)."""
     from .losses import build_loss, inputs
     from .memory import PeakMemory
-    from .timing import interleaved
+    from .timing import adaptive, summarize
 
     torch.manual_seed(0)
     generator = RestorationGenerator(cfg.generator_size).to(cfg.device)
@@ -110,11 +113,20 @@ def measure_generator_step(cfg, log=print) -> list[dict]:
         with PeakMemory(cfg.device) as memory:
             step()
         peaks[label] = memory.peak_bytes / 2**20
-    times = interleaved(steps, rounds=cfg.repeats, warmup=cfg.warmup)
-    base = times["generator only"]["median"]
+        if budget is not None:
+            budget.tick("generator step: warm-up")
+    ratios = {label: (label, "generator only", 1.0) for label in steps if label != "generator only"}
+    block = adaptive(steps, ratios=ratios,
+                     min_rounds=cfg.repeats, max_rounds=cfg.max_rounds, warmup=max(0, cfg.warmup - 1), budget=budget,
+                     label="generator step", budget_s=block_seconds() if block_seconds else float("inf"),
+                     target=cfg.ratio_target)
+    base = summarize(block["times"]["generator only"])["median"]
     rows = []
-    for label, summary in times.items():
+    for label, times in block["times"].items():
+        summary = summarize(times)
+        ratio = block["ratios"].get(label)
         rows.append({"step": label, "batch": cfg.generator_batch, "size": cfg.generator_size, "step_ms": summary,
-                     "overhead_ratio": summary["median"] / base, "peak_memory_mib": peaks[label]})
+                     "overhead_ratio": ratio["estimate"] if ratio else 1.0, "ratio": ratio,
+                     "rounds": block["rounds"], "stopped": block["stopped"], "peak_memory_mib": peaks[label]})
         log(f"  {label:<16} {summary['median']:9.1f} ms  x{summary['median'] / base:.2f}")
     return rows

@@ -17,7 +17,7 @@ from ifqa_loss.nets.ifqa_vit import IFQAViT
 from ifqa_loss.registry import get_spec
 
 from .memory import PeakMemory, SavedForBackward
-from .timing import interleaved
+from .timing import Budget, adaptive, interleaved, ratio_text, summarize
 
 ALL_LOSSES = ("l1", "lpips-alex", "lpips-vgg", "ifqa", "naive-ifqa", "ifqa++", "gfiqa", "ifqa-eot")  # ifqa-eot: opt-in
 # "published": IFQA through the published structure instead of the exact fast rewrite (fp32).
@@ -103,51 +103,101 @@ def forward_step(loss_fn, variant, device, pred, target) -> Callable[[], None]:
     return step
 
 
-def measure_losses(cfg, log=print) -> list[dict]:
-    """One row per loss, variant, batch size and input size: forward and fwd+bwd times, images/s, peak memory."""
+def applicable(name: str, variant: str) -> bool:
+    """Whether ``variant`` means anything for loss ``name`` (L1 has fp32 only; lpips is not compiled)."""
+    if name == "l1":
+        return variant == "fp32"
+    return not (name.startswith("lpips") and variant == "compile")
+
+
+def measure_losses(cfg, log=print, budget: Budget | None = None, block_seconds=None) -> list[dict]:
+    """One row per loss, variant, batch size and input size: forward and fwd+bwd times, images/s, peak memory.
+
+    The losses of one variant, batch and size are timed round-robin in one adaptive block (timing.adaptive): the
+    first fwd+bwd call of each (the memory measurement) is its warm-up; rounds are added until IFQALoss / naive
+    drop-in (the headline ratio, when both are timed) is conclusive or ``block_seconds()`` (seconds this block
+    may take) is spent. Each IFQA row carries that paired ratio as ``ratio_to_naive``.
+    """
     rows = []
-    for name in cfg.losses:
-        variants = cfg.variants if name != "l1" else ("fp32",)
-        if name.startswith("lpips"):
-            variants = tuple(v for v in variants if v != "compile")
-        for variant in variants:
-            loss_fn, note = build_loss(name, variant, cfg)
-            for batch in cfg.batch_sizes:
-                for size in cfg.input_sizes:
-                    pred, target = inputs(batch, size, cfg.device)
-                    steps = {"fwd+bwd": forward_backward_step(loss_fn, variant, cfg.device, pred, target),
-                             "fwd": forward_step(loss_fn, variant, cfg.device, pred, target)}
+    for variant in cfg.variants:
+        names = [name for name in cfg.losses if applicable(name, variant)]
+        fns = {}
+        for name in names:
+            fns[name] = build_loss(name, variant, cfg)
+        for batch in cfg.batch_sizes:
+            for size in cfg.input_sizes:
+                pred, target = inputs(batch, size, cfg.device)
+                fwd_bwd = {name: forward_backward_step(fns[name][0], variant, cfg.device, pred, target)
+                           for name in names}
+                memory_mib, saved_mib = {}, {}
+                for name in names:
                     with PeakMemory(cfg.device) as memory, SavedForBackward() as saved:
-                        steps["fwd+bwd"]()
-                    timed = interleaved(steps, rounds=cfg.repeats, warmup=cfg.warmup)
+                        fwd_bwd[name]()
+                    memory_mib[name], saved_mib[name] = memory.peak_bytes / 2**20, saved.bytes / 2**20
+                    if budget is not None:
+                        budget.tick(f"losses {variant} batch {batch} {size}px: warm-up")
+                forward = interleaved({name: forward_step(fns[name][0], variant, cfg.device, pred, target)
+                                       for name in names}, rounds=cfg.forward_repeats, warmup=0)
+                ratios = {"ifqa / naive-ifqa": ("ifqa", "naive-ifqa", None)} if {"ifqa", "naive-ifqa"} <= set(
+                    names) else {}
+                label = f"losses {variant} batch {batch} {size}px"
+                block = adaptive(fwd_bwd, ratios=ratios, min_rounds=cfg.repeats, max_rounds=cfg.max_rounds,
+                                 warmup=max(0, cfg.warmup - 1), budget=budget, label=label,
+                                 budget_s=block_seconds() if block_seconds else float("inf"), target=cfg.ratio_target)
+                for name in names:
+                    timed = summarize(block["times"][name])
                     row = {"loss": name, "variant": variant, "batch": batch, "input": size,
-                           "forward_ms": timed["fwd"], "forward_backward_ms": timed["fwd+bwd"],
-                           "images_per_s": batch / (timed["fwd+bwd"]["median"] / 1e3),
-                           "peak_memory_mib": memory.peak_bytes / 2**20,
-                           "saved_for_backward_mib": saved.bytes / 2**20, "note": note}
+                           "forward_ms": forward[name], "forward_backward_ms": timed,
+                           "images_per_s": batch / (timed["median"] / 1e3),
+                           "peak_memory_mib": memory_mib[name], "saved_for_backward_mib": saved_mib[name],
+                           "note": fns[name][1], "rounds": block["rounds"], "stopped": block["stopped"]}
+                    if name == "ifqa" and ratios:
+                        row["ratio_to_naive"] = block["ratios"]["ifqa / naive-ifqa"]
+                        row["naive_forward_backward_ms"] = summarize(block["times"]["naive-ifqa"])
                     rows.append(row)
                     log(f"  {name:<11} {variant:<18} batch {batch:<3} {size}px  fwd+bwd "
-                        f"{row['forward_backward_ms']['median']:9.1f} ms")
-            del loss_fn
+                        f"{timed['median']:9.1f} ms  ({block['rounds']} rounds)")
+        del fns
     return rows
 
 
-def compare_with_naive(cfg, log=print) -> dict:
+def naive_comparison_from_rows(cfg, rows: list[dict]) -> dict | None:
+    """The IFQALoss vs naive comparison read off the loss sweep (same block, paired), when it timed the goal case."""
+    if "bf16" in cfg.variants:
+        return None
+    for row in rows:
+        if (row["loss"], row["variant"], row["batch"], row["input"]) == ("ifqa", "fp32", cfg.goal_batch,
+                                                                          cfg.goal_size) and "ratio_to_naive" in row:
+            return {"batch": cfg.goal_batch, "input": cfg.goal_size, "rounds": row["rounds"], "stopped": row["stopped"],
+                    "forward_backward_ms": {"ifqa fp32": row["forward_backward_ms"],
+                                            "naive fp32": row["naive_forward_backward_ms"]},
+                    "ratios": {"fp32": row["ratio_to_naive"]}, "images_per_s": {"fp32": row["images_per_s"]},
+                    "source": "loss sweep (same rounds)"}
+    return None
+
+
+def compare_with_naive(cfg, log=print, budget: Budget | None = None, block_seconds=None) -> dict:
     """IFQALoss (fp32, and bf16 when ``cfg.variants`` has it) against the naive drop-in (fp32), round-robin.
 
-    At ``cfg.goal_batch`` and ``cfg.goal_size``; ``ratios[variant]`` is IFQALoss time / naive time.
+    At ``cfg.goal_batch`` and ``cfg.goal_size``; ``ratios[variant]`` is IFQALoss time / naive time as a
+    :func:`~ifqa_loss.bench.timing.paired_ratio` (estimate, 95 % interval, status).
     """
     pred, target = inputs(cfg.goal_batch, cfg.goal_size, cfg.device)
     variants = ["fp32"] + (["bf16"] if "bf16" in cfg.variants else [])
     contenders = {f"ifqa {v}": ("ifqa", v) for v in variants} | {"naive fp32": ("naive-ifqa", "fp32")}
     steps = {label: forward_backward_step(build_loss(name, variant, cfg)[0], variant, cfg.device, pred, target)
              for label, (name, variant) in contenders.items()}
-    times = interleaved(steps, rounds=cfg.goal_rounds, warmup=cfg.warmup)
-    naive = times["naive fp32"]["median"]
+    block = adaptive(steps, ratios={v: (f"ifqa {v}", "naive fp32", None) for v in variants},
+                     min_rounds=cfg.goal_rounds, max_rounds=cfg.max_rounds, warmup=cfg.warmup, budget=budget,
+                     label="IFQALoss vs naive", budget_s=block_seconds() if block_seconds else float("inf"),
+                     target=cfg.ratio_target)
+    times = {label: summarize(t) for label, t in block["times"].items()}
     result = {
-        "batch": cfg.goal_batch, "input": cfg.goal_size, "rounds": cfg.goal_rounds, "forward_backward_ms": times,
-        "ratios": {v: times[f"ifqa {v}"]["median"] / naive for v in variants},
+        "batch": cfg.goal_batch, "input": cfg.goal_size, "rounds": block["rounds"], "stopped": block["stopped"],
+        "forward_backward_ms": times, "ratios": block["ratios"],
         "images_per_s": {v: cfg.goal_batch / (times[f"ifqa {v}"]["median"] / 1e3) for v in variants},
+        "source": "own block",
     }
-    log("  IFQALoss time / naive drop-in time: " + ", ".join(f"{v} {r:.2f}x" for v, r in result["ratios"].items()))
+    log("  IFQALoss time / naive drop-in time: " + ", ".join(
+        f"{v} {ratio_text(r)}" for v, r in result["ratios"].items()))
     return result

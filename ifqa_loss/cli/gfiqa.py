@@ -17,7 +17,8 @@ def _training_config(args: argparse.Namespace):
     return TrainConfig(images=args.images, meta=args.meta, out=args.out, model=args.model, model_kwargs=model_kwargs,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
                        seed=args.seed, device=args.device, workers=args.workers, prior=args.prior,
-                       encoder_weights=args.encoder_weights, resume=args.resume, loss_weights=weights,
+                       encoder_weights=args.encoder_weights, resume=args.resume, amp=not args.no_amp,
+                       loss_weights=weights,
                        perceptual_net=args.perceptual_net, allow_random_perceptual=args.allow_random_perceptual,
                        allow_random_prior=args.allow_random_prior, hflip=not args.no_hflip, progress=not args.quiet)
 
@@ -79,6 +80,8 @@ def register(subparsers) -> None:
                     help="use a RANDOM LPIPS backbone when torchvision's ImageNet weights are missing (not the paper)")
     tr.add_argument("--no-hflip", action="store_true", help="no random horizontal flips of training images")
     tr.add_argument("--encoder-weights", help="torchvision ResNet50 ImageNet state dict")
+    tr.add_argument("--no-amp", action="store_true",
+                    help="train in fp32 on CUDA (default: fp16 autocast with a gradient scaler on CUDA; CPU is fp32)")
     tr.add_argument("--epochs", type=int, default=25, help="default 25 (the paper)")
     tr.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (default 5e-5, the paper)")
     tr.add_argument("--lr-step", type=int, default=10, help="multiply the learning rate by 0.1 every N epochs")

@@ -27,6 +27,9 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_SKIPPED, default_device, device_a
 # Map file names are "<stem>_overlay.png": a longer stem is shortened (with a hash, to stay unique) so the
 # name fits the usual 255-byte limit.
 MAX_STEM_BYTES = 160
+# One row per map written: which input each map file belongs to (names change to stay unique).
+MAPS_INDEX = "maps_index.csv"
+RANDOM_WEIGHTS_LABEL = "RANDOM WEIGHTS: not a quality judgement"
 
 
 def _argument_problem(args: argparse.Namespace) -> str | None:
@@ -88,6 +91,10 @@ def score_images(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as other tools do
         _quiet_stdout()
         return EXIT_OK
+    if scorer.renamed:
+        print(f"note: {scorer.renamed} map name(s) were changed to stay unique (the same file name in several "
+              f"folders, or a name like a_1 already taken); {Path(args.maps) / MAPS_INDEX} says which input each "
+              "map belongs to", file=sys.stderr)
     if scorer.non_square:
         size = metric.input_size
         print(f"note: {scorer.non_square} non-square image(s) were stretched to {size}x{size} (aspect ratio not kept, "
@@ -127,6 +134,7 @@ def _score_all(images: list[Path], metric, args: argparse.Namespace, problems: l
         progress.close()
         with contextlib.suppress(BrokenPipeError):
             writer.close()
+        scorer.close()
     return scorer
 
 
@@ -275,6 +283,8 @@ class _BatchScorer:
         self.non_square = 0
         self._pending: list[tuple[Path, torch.Tensor | None, torch.Tensor]] = []
         self._used_stems: set[str] = set()
+        self._index = None  # maps_index.csv, opened with the first map
+        self.renamed = 0
 
     def add(self, path: Path, image: torch.Tensor, batch_size: int, prepared: torch.Tensor | None = None) -> int:
         """Queue one (3,H,W) [0,1] image (``prepared``: its network input, if already made); returns how many
@@ -318,12 +328,32 @@ class _BatchScorer:
             self.scored += 1
             if self.maps_dir:
                 try:
-                    save_map_images(output.cpu(), kept.float() / 255.0, self.maps_dir, self._unique_stem(path),
-                                    score=value)
+                    stem = self._unique_stem(path)
+                    label = RANDOM_WEIGHTS_LABEL if getattr(self.metric, "random_weights", False) else None
+                    written = save_map_images(output.cpu(), kept.float() / 255.0, self.maps_dir, stem, score=value,
+                                              label=label)
+                    self._record(path, value, written, renamed=stem != path.stem)
                 except OSError as exc:  # the score is already written; only this map is missing
                     _skip(f"{printable(path)}: scored, but its map could not be written ({exc.strerror or exc})",
                           self.problems)
         return len(pending)
+
+    def _record(self, path: Path, score: float, written: tuple[Path, Path], renamed: bool) -> None:
+        """One row of the maps index: input path, score, map and overlay file names, whether the name changed."""
+        import csv
+
+        if self._index is None:
+            self._index = open(Path(self.maps_dir) / MAPS_INDEX, "w", newline="", encoding="utf-8",
+                               errors="backslashreplace")
+            self._index_writer = csv.writer(self._index)
+            self._index_writer.writerow(["input", "score", "map", "overlay", "renamed"])
+        self._index_writer.writerow([printable(path), score, written[0].name, written[1].name, int(renamed)])
+        self._index.flush()
+        self.renamed += renamed
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
 
     def _unique_stem(self, path: Path) -> str:
         base = path.stem
@@ -331,9 +361,11 @@ class _BatchScorer:
             digest = hashlib.sha1(os.fsencode(base)).hexdigest()[:10]
             base = os.fsdecode(os.fsencode(base)[:MAX_STEM_BYTES]).rstrip("\udcff") + "-" + digest
         stem, n = base, 1
-        while stem in self._used_stems:  # the same file name in different folders
+        # the same file name in different folders, a.png next to an earlier a_1.png, or names differing only in
+        # case (one file on case-insensitive file systems)
+        while stem.casefold() in self._used_stems:
             stem, n = f"{base}_{n}", n + 1
-        self._used_stems.add(stem)
+        self._used_stems.add(stem.casefold())
         return stem
 
 

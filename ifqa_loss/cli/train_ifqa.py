@@ -22,8 +22,10 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _degradations(text: str | None):
+    """The default degradations with the fields of a JSON object (or file) replaced."""
     from ..training.degradations import DegradationConfig
 
+    defaults = DegradationConfig().to_dict()
     if not text:
         return DegradationConfig()
     source = Path(text).read_text() if Path(text).is_file() else text
@@ -37,7 +39,7 @@ def _degradations(text: str | None):
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"--degradations: unknown fields {unknown}; known: {sorted(known)}")
-    return DegradationConfig(**overrides)
+    return DegradationConfig(**{**defaults, **overrides})
 
 
 def config_from_args(args: argparse.Namespace):

@@ -13,7 +13,8 @@ photometric jitter 0.3 and grey 0.01 are GFP-GAN's. Steps:
 2. down-sampling by a factor in ``downsample_range`` (bilinear, anti-aliased);
 3. noise: Gaussian (sigma in 8-bit levels) or, with ``poisson_prob``, Poisson (shot) noise;
 4. JPEG at a quality in ``jpeg_range``;
-5. resize back to the input size (bilinear);
+5. resize back to the input size (bilinear), then, with ``output_noise_prob`` (default 0; ours),
+   Gaussian noise at that resolution;
 6. colour jitter: a per-channel shift, photometric jitter (brightness/contrast/saturation/hue)
    and grey conversion, each with its own probability.
 
@@ -99,6 +100,11 @@ class DegradationConfig:
     hue: tuple[float, float] = (-0.1, 0.1)  # fraction of a full turn
     gray_prob: float = 0.01
     reference_size: int | None = 512
+    # Ours, not GFP-GAN's: Gaussian noise added at the output resolution (after resizing back), so noise is
+    # not smoothed away by the up-sampling. Its draws are made only when output_noise_prob > 0 (configs
+    # without it keep their random streams).
+    output_noise_prob: float = 0.0
+    output_noise_range: tuple[float, float] = (0.0, 20.0)  # Gaussian sigma in 8-bit levels
 
     def __post_init__(self):
         for f in fields(self):
@@ -171,6 +177,10 @@ def sample_degradation_params(
         "gray": _coin(n, c.gray_prob, g),
         "noise_seed": torch.randint(0, 2**62, (n,), generator=g, device=g.device),
     }
+    if c.output_noise_prob > 0:
+        params["output_noise"] = _coin(n, c.output_noise_prob, g)
+        params["output_noise_sigma"] = _uniform(n, c.output_noise_range, g)
+        params["output_noise_seed"] = torch.randint(0, 2**62, (n,), generator=g, device=g.device)
     return {k: v.cpu() for k, v in params.items()}
 
 
@@ -292,6 +302,9 @@ def apply_degradations(
             y = _jpeg_codec(y, int(quality)) if config.jpeg_backend == "codec" else _jpeg_differentiable(y, quality)
         if y.shape[-2:] != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+        if "output_noise" in params and params["output_noise"][i]:
+            sigma = float(params["output_noise_sigma"][i])
+            y = (y + _noise_like(y, int(params["output_noise_seed"][i]), False, sigma)).clamp(0, 1)
         out.append(y)
     x = torch.cat(out).clamp(0, 1)
     shift = params["shift"].to(x.device, x.dtype).view(n, 3, 1, 1) / 255

@@ -14,7 +14,6 @@ Batches come from :class:`StepBatchSampler`, whose order is a pure function of
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +66,9 @@ class FaceFolder(Dataset):
         if mask_source in ("landmarks", "boxes"):
             if landmarks is None:
                 raise ValueError(f"mask_source={mask_source!r} needs a landmarks JSON file (--landmarks)")
-            self.annotations = json.loads(Path(landmarks).read_text())
+            from ..annotations import read_annotations
+
+            self.annotations = read_annotations(landmarks, mask_source)  # each entry checked, named on error
             missing = [n for n in self.names if n not in self.annotations]
             if missing:
                 raise ValueError(f"{landmarks} has no entry for {len(missing)} images, e.g. {missing[:3]}")

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -322,6 +323,9 @@ def prepare_model(cfg: TrainConfig) -> nn.Module:
         missing, unexpected = model.encoder.load_state_dict(read_state_dict(cfg.encoder_weights), strict=False)
         if missing or any(not k.startswith("fc.") for k in unexpected):
             raise ValueError(f"{cfg.encoder_weights} is not a torchvision ResNet50 state dict (missing {missing[:3]})")
+    else:  # once per process (the default warnings filter): the paper starts from ImageNet
+        warnings.warn("no --encoder-weights: the ResNet50 encoder starts from RANDOM weights, not ImageNet as in the "
+                      "paper; pass torchvision's resnet50-0676ba61.pth for the paper's setting", stacklevel=2)
     if isinstance(model, GFIQA):
         if cfg.prior:
             load_prior(model, cfg.prior)

@@ -100,22 +100,27 @@ def test_model_net_is_checked_before_anything_is_called(builtin_config, tmp_path
 
 
 def test_yaml_limits_bound_aliases_nesting_and_size(tmp_path):
-    from ifqa_loss.ablation.config import load_config
+    """The sweep file is read by safeio with the sweep's tighter limits (more hostile files: tests/robustness)."""
+    from ifqa_loss.ablation.config import MAX_SWEEP_DEPTH, MAX_SWEEP_VALUES, load_config
 
     laughs = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 9):
         laughs.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}"] * 10) + "]")
     (tmp_path / "laughs.yaml").write_text("\n".join(laughs) + "\n")
-    with pytest.raises(SweepConfigError, match="expands to more than 100000 values"):
+    with pytest.raises(SweepConfigError, match=f"expands to more than {MAX_SWEEP_VALUES} values"):
         load_config(tmp_path / "laughs.yaml")
     (tmp_path / "deep.yaml").write_text("a: " + "[" * 60 + "]" * 60 + "\n")
-    with pytest.raises(SweepConfigError, match="nested more than 32 levels"):
+    with pytest.raises(SweepConfigError, match=f"nests more than {MAX_SWEEP_DEPTH} levels"):
         load_config(tmp_path / "deep.yaml")
     (tmp_path / "big.yaml").write_text("# " + "x" * (1 << 20) + "\n")
-    with pytest.raises(SweepConfigError, match="a sweep file may have at most 1048576 bytes"):
+    with pytest.raises(SweepConfigError, match="larger than 1 MiB"):
         load_config(tmp_path / "big.yaml")
-    with pytest.raises(SweepConfigError, match="not a regular file"):
+    with pytest.raises(SweepConfigError, match="is a folder, not a regular file"):
         load_config(tmp_path)
+    (tmp_path / "ok.yaml").write_text("a: &w [0.1, 0.2]\nsweep: [{metric: ifqa, weights: *w}]\ndata: {hq: faces}\n"
+                                      "metrics: {ifqa: {random_weights: true}}\n")
+    with pytest.raises(SweepConfigError, match=r"unknown top-level field\(s\) \['a'\]"):
+        load_config(tmp_path / "ok.yaml")  # read (aliases within the limits), then validated
 
 
 def test_loss_options_reach_the_loss_generically(builtin_config):

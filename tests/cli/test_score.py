@@ -47,6 +47,50 @@ def test_maps_are_written_as_colour_map_and_overlay(faces, ifqa_checkpoint, tmp_
         assert overlay.size == (512, 512)
 
 
+def test_colliding_map_names_are_made_unique_and_recorded(tmp_path, ifqa_checkpoint, capsys):
+    import csv
+
+    root = tmp_path / "faces"
+    for rel in ("a.png", "x/a.png", "y/a_1.png", "z/A.png"):  # a_1: the name the second a.png would take
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLES / "face256.png", root / rel)
+    maps = tmp_path / "maps"
+    assert main(["score", str(root), "--checkpoint", str(ifqa_checkpoint), "--maps", str(maps), "--quiet"]) == EXIT_OK
+    with open(maps / "maps_index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["input"] for r in rows) == sorted(str(root / rel) for rel in ("a.png", "x/a.png", "y/a_1.png",
+                                                                                   "z/A.png"))
+    names = [r["map"].casefold() for r in rows]
+    assert len(set(names)) == 4 and all((maps / r["map"]).exists() and (maps / r["overlay"]).exists() for r in rows)
+    assert sum(int(r["renamed"]) for r in rows) >= 2
+    assert "maps_index.csv says which input" in capsys.readouterr().err
+
+
+def _banner_pixels(path) -> tuple[int, int]:
+    """(black, white) pixel counts in the top 14 rows of an image: the label banner, if any."""
+    import numpy as np
+
+    with Image.open(path) as img:
+        top = np.asarray(img.convert("RGB"))[:14].astype(int)
+    return int((top.sum(-1) == 0).sum()), int((top.min(-1) >= 128).sum())
+
+
+def test_random_weights_maps_say_so_on_the_images(faces, ifqa_checkpoint, tmp_path):
+    import numpy as np
+
+    random_maps, real_maps = tmp_path / "random", tmp_path / "real"
+    assert main(["score", str(faces / "sub"), "--random-weights", "--maps", str(random_maps), "--quiet"]) == EXIT_OK
+    assert main(["score", str(faces / "sub"), "--checkpoint", str(ifqa_checkpoint), "--maps", str(real_maps),
+                 "--quiet"]) == EXIT_OK
+    black, white = _banner_pixels(random_maps / "b_overlay.png")
+    assert black > 512 * 8 and white > 20  # a black strip with white text across the overlay
+    assert _banner_pixels(real_maps / "b_overlay.png")[0] < 512 * 8
+    with Image.open(random_maps / "b_map.png") as labelled, Image.open(real_maps / "b_map.png") as plain:
+        red = np.asarray(labelled.convert("RGB"))[:14].astype(int)
+        assert ((red[..., 0] > 150) & (red[..., 1] < 80)).sum() > 20  # the red label line
+        assert labelled.height > plain.height
+
+
 def test_missing_checkpoint_fails_with_instructions(faces, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IFQA_LOSS_HOME", str(tmp_path / "empty"))
     assert main(["score", str(faces)]) == EXIT_FAILED
@@ -73,7 +117,7 @@ def test_default_preprocessing_is_the_official_one_with_exif_and_uint8_resize(tm
     import numpy as np
     import torch
 
-    cv2 = pytest.importorskip("cv2")
+    cv2 = pytest.importorskip("cv2", reason="OpenCV comes with the [test] extra: pip install -e '.[test]'")
     from ifqa_loss.metric import load_metric
 
     face = Image.open(SAMPLES / "face512.png").convert("RGB").resize((300, 400))

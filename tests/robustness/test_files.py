@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ifqa_loss.ablation.config import load_config as load_sweep
 from ifqa_loss.annotations import read_annotations
 from ifqa_loss.imageio import ImageReadError, check_pixel_count, list_images, read_image
 from ifqa_loss.losses.composer import LossComposer
@@ -117,6 +118,16 @@ def as_loss_yaml(path, tmp):
     return LossComposer.from_yaml(path)
 
 
+def as_sweep(path, tmp):
+    return load_sweep(path)
+
+
+def as_run_folder(path, tmp):
+    from ifqa_loss.ablation.report import collect
+
+    return collect([path.parent])
+
+
 def json_text(text: str, limit_depth: int = 64):
     return lambda tmp: (lambda: parse_json(text, "input", limit_depth))
 
@@ -171,6 +182,11 @@ CASES = [
          Refused("character device.*not an image file", "")),
     Case("fifo-named-on-command-line", on(as_named_image, fifo, "face.png"), Refused("named pipe", "")),
     Case("fifo-as-loss-yaml", on(as_loss_yaml, fifo, "loss.yaml"), Refused("named pipe", "regular file")),
+    Case("fifo-as-sweep-file", on(as_sweep, fifo, "sweep.yaml"), Refused("sweep file.*named pipe", "regular file")),
+    Case("dev-zero-as-sweep-file", on(as_sweep, link_to("/dev/zero"), "sweep.yaml"),
+         Refused("sweep file.*character device", "regular file")),
+    Case("folder-as-sweep-file", on(as_sweep, lambda t, n: t, ""), Refused("sweep file.*is a folder", "YAML file")),
+    Case("missing-sweep-file", on(as_sweep, lambda t, n: t / n, "nope.yaml"), Refused("does not exist", "path")),
     # --- JSON: nesting, size, strictness ---------------------------------------------------------------------
     Case("json-nested-100k-deep", json_text(deep_json(100_000)), Refused("nests 100000 levels", "limit is 64")),
     Case("json-nested-65-deep", json_text(deep_json(65)), Refused("nests 65 levels", "limit")),
@@ -189,12 +205,29 @@ CASES = [
          Refused("names 'ifqa' twice", "import the weights")),
     Case("manifest-utf16", on(as_manifest, written('{}'.encode("utf-16")), "manifest.json"),
          Refused("UTF-16", "import the weights")),
+    Case("run-config-cut-short", on(as_run_folder, written('{"seeds": [0'), "config.json"),
+         Refused("config.json.*not valid JSON", "restore it from config.yaml")),
+    Case("run-config-duplicate-key", on(as_run_folder, written('{"seeds": [0], "seeds": [1]}'), "config.json"),
+         Refused("names 'seeds' twice", "restore it from config.yaml")),
+    Case("run-config-not-a-mapping", on(as_run_folder, written("[]"), "config.json"),
+         Refused("config.json holds a list", "restore it from config.yaml")),
     # --- YAML: aliases cannot expand without bound -----------------------------------------------------------
     Case("yaml-billion-laughs", yaml_text(LAUGHS), Refused("expands to more than 1000000 values", "write the values")),
     Case("yaml-billion-laughs-loss-config", on(as_loss_yaml, written(LAUGHS), "loss.yaml"),
          Refused("billion laughs", "write the values")),
     Case("yaml-recursive-alias", yaml_text("a: &a [*a]\n"), Refused("recursive alias|not valid YAML", "")),
     Case("yaml-nested-deep", yaml_text("[" * 200 + "]" * 200), Refused("more than 64 levels", "")),
+    Case("yaml-nested-100k-deep", yaml_text("[" * 100_000 + "]" * 100_000), Refused("more than 64 levels", "")),
+    Case("yaml-python-tag", yaml_text("a: !!python/object/apply:os.system [echo]\n"),
+         Refused("not plain YAML data.*python", "plain values")),
+    Case("yaml-billion-laughs-sweep", on(as_sweep, written(LAUGHS), "sweep.yaml"),
+         Refused("sweep file.*expands to more than 100000 values", "write the values")),
+    Case("yaml-sweep-nested-33-deep", on(as_sweep, written("a: " + "[" * 33 + "]" * 33), "sweep.yaml"),
+         Refused("sweep file.*more than 32 levels", "")),
+    Case("yaml-sweep-over-1mib", on(as_sweep, written("# " + "x" * (1 << 20) + "\n"), "sweep.yaml"),
+         Refused("sweep file.*larger than 1 MiB", "right file")),
+    Case("yaml-sweep-nan-weight", on(as_sweep, written("sweep: [{metric: ifqa, weights: [.nan]}]\n"), "sweep.yaml"),
+         Refused(r"sweep\[0\]\.weights\[0\] must be a finite number", "")),
     Case("yaml-few-aliases", yaml_text("a: &a [1, 2]\nb: *a\nc: *a\n"), Works("aliases within the limit")),
     Case("yaml-not-utf8", on(as_loss_yaml, written("terms: {caf\xe9: 1}\n".encode("latin-1")), "loss.yaml"),
          Refused("not UTF-8.*0xe9.*line 1", "iconv")),

@@ -220,3 +220,16 @@ def test_training_gfiqa_without_a_prior_is_an_error(tmp_path):
     (tmp_path / "meta.csv").write_text("a.png,0.5\nb.png,0.5\n")
     with pytest.raises(ValueError, match="--prior"):
         gfiqa_train.train(cfg, log=lambda msg: None)
+
+
+def test_a_random_encoder_is_announced_and_fp16_autocast_can_be_switched_off(tmp_path):
+    from ifqa_loss.cli import build_parser
+    from ifqa_loss.cli.gfiqa import _training_config
+
+    cfg = TrainConfig(images=str(tmp_path), meta="m.csv", out=str(tmp_path / "o"), model="gfiqa",
+                      model_kwargs=dict(TINY_GFIQA), allow_random_prior=True)
+    with pytest.warns(UserWarning, match="RANDOM weights, not ImageNet"):
+        gfiqa_train.prepare_model(cfg)
+    base = ["train-gfiqa", "--images", "i", "--meta", "m", "--out", "o"]
+    assert _training_config(build_parser().parse_args(base)).amp is True
+    assert _training_config(build_parser().parse_args([*base, "--no-amp"])).amp is False
