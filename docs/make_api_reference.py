@@ -17,6 +17,9 @@ SECTIONS = [
     ("ifqa_loss.weights", ["read_checkpoint", "load_network", "save_checkpoint", "random_network",
                            "import_checkpoint", "installed", "cache_dir", "check_state_dict", "CheckpointError"]),
     ("ifqa_loss.registry", ["MetricSpec", "get_spec"]),
+    ("ifqa_loss.hacking", ["hack_probe", "optimise_pixels", "HackingMonitor"]),
+    ("ifqa_loss.losses.augment", ["EOTConfig"]),
+    ("ifqa_loss.losses.refresh", ["RefreshConfig", "Refresher"]),
     ("ifqa_loss.diffusion", None),
 ]
 

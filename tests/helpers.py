@@ -28,3 +28,10 @@ def tiny_gfiqa(seed: int = 0):
     model = GFIQA(**TINY_GFIQA)
     model.init_mean_latent(256)
     return model
+
+
+def small_ifqa_metric(seed: int = 0, dtype: torch.dtype = torch.float32) -> QualityMetric:
+    """The narrow IFQA network at 64 px native size (what docs/hacking.md trains): the fastest realistic metric."""
+    torch.manual_seed(seed)
+    net = IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1, input_size=64).to(dtype)
+    return QualityMetric(net, get_spec("ifqa"))

@@ -136,8 +136,12 @@ def _from_net(y: torch.Tensor, model: ModelConfig) -> torch.Tensor:
 
 
 def train_setting(cfg: SweepConfig, setting: Setting, data: FaceData, *, device: torch.device, metrics: dict,
-                  lpips: nn.Module | None, progress: bool = True) -> tuple[nn.Module, list[dict]]:
-    """Train one setting; returns the (unwrapped) network and the per-step log rows."""
+                  lpips: nn.Module | None, progress: bool = True, on_step=None) -> tuple[nn.Module, list[dict]]:
+    """Train one setting; returns the (unwrapped) network and the per-step log rows.
+
+    ``on_step(step, net)`` runs after every step (e.g. a :class:`~ifqa_loss.hacking.HackingMonitor`);
+    a quality term built with ``refresh:`` is refreshed on (hq, restored) after every step.
+    """
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
@@ -180,6 +184,11 @@ def train_setting(cfg: SweepConfig, setting: Setting, data: FaceData, *, device:
         else:
             total.backward()
             optimizer.step()
+        for term in objective.terms.values():  # online refresh (docs/hacking.md): off unless the sweep sets it
+            if getattr(term, "refresher", None) is not None and objective.weight_at(setting.metric, step):
+                term.update(hq, restored.detach().float())
+        if on_step is not None:
+            on_step(step, net)
         row = {"step": step, **{k: float(v) for k, v in logs.items()}}
         log.append(row)
         bar.set_postfix(loss=f"{row['total']:.4f}", refresh=False)

@@ -19,7 +19,7 @@ from ifqa_loss.registry import get_spec
 from .memory import PeakMemory, SavedForBackward
 from .timing import Budget, adaptive, interleaved, ratio_text, summarize
 
-ALL_LOSSES = ("l1", "lpips-alex", "lpips-vgg", "ifqa", "naive-ifqa", "ifqa++", "gfiqa")
+ALL_LOSSES = ("l1", "lpips-alex", "lpips-vgg", "ifqa", "naive-ifqa", "ifqa++", "gfiqa", "ifqa-eot")  # ifqa-eot: opt-in
 # "published": IFQA through the published structure instead of the exact fast rewrite (fp32).
 ALL_VARIANTS = ("fp32", "bf16", "fp16", "channels_last", "bf16+channels_last", "compile", "published")
 
@@ -47,11 +47,11 @@ def build_loss(name: str, variant: str, cfg) -> tuple[Callable, str]:
         return (lambda pred, target: F.l1_loss(pred, target)), ""
     if name in ("lpips-alex", "lpips-vgg"):
         return _lpips(name.split("-")[1], cfg.device)
-    if name in ("ifqa", "ifqa++"):
-        net = IFQADiscriminator(cfg.ifqa_widths) if name == "ifqa" else IFQAViT(**cfg.vit_dims)
-        metric = QualityMetric(net, get_spec(name)).to(cfg.device)
+    if name in ("ifqa", "ifqa++", "ifqa-eot"):  # ifqa-eot: IFQALoss(augment="eot"), 4 draws (docs/hacking.md)
+        net = IFQAViT(**cfg.vit_dims) if name == "ifqa++" else IFQADiscriminator(cfg.ifqa_widths)
+        metric = QualityMetric(net, get_spec("ifqa++" if name == "ifqa++" else "ifqa")).to(cfg.device)
         loss = IFQALoss(metric=metric, channels_last=channels_last, compile=compile_net,
-                        fast=False if variant == "published" else None)
+                        fast=False if variant == "published" else None, augment="eot" if name == "ifqa-eot" else None)
         return (lambda pred, target: loss(pred)), "random weights"
     if name == "gfiqa":
         metric = QualityMetric(GFIQA(**cfg.gfiqa_kwargs), get_spec("gfiqa")).to(cfg.device)

@@ -14,7 +14,7 @@ import warnings
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, fail
 
 # Command modules, in the order `ifqa-loss --help` lists them.
-COMMANDS = ("score", "weights", "bench", "gfiqa", "train_ifqa", "ablate")
+COMMANDS = ("score", "weights", "bench", "gfiqa", "train_ifqa", "ablate", "hack_probe")
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SKIPPED", "build_parser", "main"]
 

@@ -85,6 +85,15 @@ class GFPGANIFQAModel(GFPGANModel):
             self.log_dict["l_g_ifqa"] = value
             if self._has_pixel_loss and "l_g_pix" in self.log_dict:
                 self.log_dict["l_g_pix"] -= value  # l_g_pix carried the IFQA term into l_g_total; log it apart
+        self.after_generator_step(current_iter)
+
+    def after_generator_step(self, current_iter):
+        """Refresh the IFQA metric (``ifqa_opt: {refresh: {...}}``) and run an attached ``hacking_monitor``."""
+        if getattr(self.cri_ifqa, "refresher", None) is not None and getattr(self, "output", None) is not None:
+            self.cri_ifqa.update(self.gt, self.output.detach())  # docs/hacking.md; its state is not in .state files
+        monitor = getattr(self, "hacking_monitor", None)  # ifqa_loss.hacking.HackingMonitor, set by the launcher
+        if monitor is not None:
+            monitor(current_iter, lambda lq: self.get_bare_model(self.net_g)(lq, return_rgb=False)[0])
 
 
 def prepare_environment() -> list[str]:

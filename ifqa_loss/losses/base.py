@@ -2,6 +2,7 @@
 parameters, modules and checkpoints."""
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -11,8 +12,11 @@ from ..metric import QualityMetric, load_metric
 from ..preprocess import LOSS_CLAMP_HINT, check_image_batch
 from ..weights import resolve_metric
 from . import functional as QF
+from .augment import EOT, eot_config
+from .refresh import Refresher, refresh_config
 
 OUT_OF_RANGE = ("error", "clamp")
+ENSEMBLE_COMBINE = ("mean", "min")
 
 
 class FrozenMetricLoss(nn.Module):
@@ -23,6 +27,17 @@ class FrozenMetricLoss(nn.Module):
     ``requires_grad_``), ``parent.modules()`` (a user's ``apply(init_fn)`` cannot overwrite it)
     and ``parent.state_dict()``; ``.to()``/``.half()`` still reach it. Subclasses get the network
     output from :attr:`metric`, called with the options :meth:`metric_options` returns.
+
+    Defences against metric gaming (docs/hacking.md), all off by default:
+
+    - ``augment``: expectation over ``draws`` seeded random transformations
+      (:class:`~ifqa_loss.losses.augment.EOTConfig`: ``"eot"``, ``True`` or a dict of its fields).
+    - ``ensemble``: more metrics (loaded :class:`~ifqa_loss.QualityMetric` objects or checkpoint
+      paths, same kind as ``metric``) scored with the same options; ``ensemble_combine="mean"``
+      averages the per-image losses, ``"min"`` keeps each image's worst metric (the lowest score).
+    - ``refresh``: the loss's own copy of the metric is trained by :meth:`update` (real vs
+      restored, near its starting weights; :class:`~ifqa_loss.losses.refresh.RefreshConfig`).
+      The one exception to the frozen rule; its state is :attr:`refresher`'s, see ``refresh.py``.
     """
 
     default_metric: str | None = "ifqa"
@@ -54,6 +69,10 @@ class FrozenMetricLoss(nn.Module):
         check_values: bool = True,
         random_weights: bool = False,
         sha256: str | None = None,
+        augment=None,
+        ensemble: list | tuple | None = None,
+        ensemble_combine: str = "mean",
+        refresh=None,
     ):
         super().__init__()
         if reduction not in QF.REDUCTIONS:
@@ -74,7 +93,19 @@ class FrozenMetricLoss(nn.Module):
             loaded = load_metric(name, checkpoint=checkpoint, device=device or "cpu", dtype=dtype,
                                  channels_last=channels_last, compile=compile, precision=precision, fast=fast,
                                  random_weights=random_weights, sha256=sha256)
+        if ensemble_combine not in ENSEMBLE_COMBINE:
+            raise ValueError(f"ensemble_combine must be one of {ENSEMBLE_COMBINE}, got {ensemble_combine!r}")
+        refresh_cfg = refresh_config(refresh)
+        if refresh_cfg is not None:  # the loss trains its own copy; a shared metric stays as it was
+            loaded = QualityMetric(copy.deepcopy(loaded.net), loaded.spec, channels_last=loaded.channels_last,
+                                   compile=loaded.compile, precision=loaded.precision, fast=loaded.fast)
         self.__dict__["metric"] = loaded  # unregistered on purpose (see the class docstring)
+        self.__dict__["ensemble_metrics"] = [self._ensemble_member(m, loaded, device, dtype) for m in ensemble or ()]
+        self.ensemble_combine = ensemble_combine
+        self.augment = eot_config(augment)
+        self.__dict__["eot"] = EOT(self.augment) if self.augment is not None else None
+        self.__dict__["refresher"] = (Refresher(loaded, refresh_cfg, input_range=input_range, antialias=antialias)
+                                      if refresh_cfg is not None else None)
         self.input_range = input_range
         self.reduction = reduction
         self.antialias = antialias
@@ -84,9 +115,45 @@ class FrozenMetricLoss(nn.Module):
         self.register_state_dict_post_hook(_add_metric_weights)
         self.register_load_state_dict_pre_hook(_take_metric_weights)
 
+    @staticmethod
+    def _ensemble_member(member, primary: QualityMetric, device, dtype) -> QualityMetric:
+        if not isinstance(member, QualityMetric):
+            member = load_metric(checkpoint=member, device=device or "cpu", dtype=dtype, precision=primary.precision)
+        if member.has_map != primary.has_map:
+            raise ValueError(f"ensemble member {member.name!r} and the loss's metric {primary.name!r} differ in kind "
+                             "(per-pixel map vs one score per image); mix kinds with LossComposer terms instead")
+        return member
+
+    @property
+    def metrics(self) -> list[QualityMetric]:
+        """The loss's metric followed by its ensemble members."""
+        return [self.metric, *self.ensemble_metrics]
+
     def _apply(self, fn, recurse=True):
-        self.metric._apply(fn, recurse)  # .to()/.half()/.cuda() of a parent reach the unregistered metric
+        for metric in self.metrics:  # .to()/.half()/.cuda() of a parent reach the unregistered metrics
+            metric._apply(fn, recurse)
+        if self.refresher is not None:
+            self.refresher.apply(fn)
         return super()._apply(fn, recurse)
+
+    def expand_draws(self, pred: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) -> (K*N,3,H,W) EOT copies when ``augment`` is on, else ``pred`` itself."""
+        return pred if self.eot is None else self.eot.expand(pred, self.input_range)
+
+    def combine(self, per_metric: list[torch.Tensor]) -> torch.Tensor:
+        """Per-metric (K*N,) per-copy losses -> (N,): mean over the EOT draws, then the ensemble combination."""
+        per_image = torch.stack([v if self.eot is None else self.eot.fold(v) for v in per_metric])
+        return per_image.mean(0) if self.ensemble_combine == "mean" else per_image.amax(0)
+
+    def update(self, real: torch.Tensor, restored: torch.Tensor) -> dict[str, float]:
+        """One online-refresh step of the loss's metric (``refresh=`` must be set); see ``losses/refresh.py``.
+
+        ``real`` (N,3,H,W) and ``restored`` (M,3,H,W) in ``input_range``; ``restored`` is detached.
+        """
+        if self.refresher is None:
+            raise RuntimeError("this loss's metric is frozen: build it with refresh={...} (e.g. refresh=True) to "
+                               "train it online with update(real, restored)")
+        return self.refresher.update(real, restored)
 
     def metric_options(self, pred: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """``pred`` made ready for the metric (clamped when ``out_of_range="clamp"``) and the options to pass.
@@ -103,11 +170,14 @@ class FrozenMetricLoss(nn.Module):
 
 
 _METRIC_PREFIX = "metric."
+_REFRESH_KEY = "refresh"
 
 
 def _add_metric_weights(module: FrozenMetricLoss, state_dict: dict, prefix: str, local_metadata) -> None:
-    """state_dict post-hook: the frozen metric joins a checkpoint only when asked for."""
-    if module.include_in_state_dict:
+    """state_dict post-hook: the frozen metric (or a refreshing loss's state) joins a checkpoint only when asked."""
+    if module.include_in_state_dict and module.refresher is not None:
+        state_dict[prefix + _REFRESH_KEY] = module.refresher.state_dict()
+    elif module.include_in_state_dict:
         for name, tensor in module.metric.state_dict().items():
             state_dict[prefix + _METRIC_PREFIX + name] = tensor
 
@@ -118,6 +188,13 @@ def _take_metric_weights(module: FrozenMetricLoss, state_dict: dict, prefix: str
     A parent saved without them loads strictly; one saved with ``include_in_state_dict=True``
     loads when they are the same weights, and is refused otherwise.
     """
+    refresh_state = state_dict.pop(prefix + _REFRESH_KEY, None)
+    if refresh_state is not None:
+        if module.refresher is None:
+            raise RuntimeError(f"the checkpoint carries a refreshed {module.metric.name} under "
+                               f"{prefix + _REFRESH_KEY!r}; "
+                               "build the loss with the same refresh={...} to load it, or drop that key")
+        module.refresher.load_state_dict(refresh_state)
     metric_prefix = prefix + _METRIC_PREFIX
     stored = {k[len(metric_prefix):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(metric_prefix)]}
     if not stored:

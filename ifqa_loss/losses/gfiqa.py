@@ -33,7 +33,8 @@ class GFIQALoss(FrozenMetricLoss):
 
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
         pred, options = self.metric_options(pred)
-        return QF.reduce(1.0 - self.metric.score(pred, **options), self.reduction)
+        pred = self.expand_draws(pred)  # (K*N,3,H,W) with augment
+        return QF.reduce(self.combine([1.0 - metric.score(pred, **options) for metric in self.metrics]), self.reduction)
 
     def extra_repr(self) -> str:
         return f"metric={self.metric.name!r}, input_range={self.input_range}, reduction={self.reduction!r}"

@@ -38,6 +38,8 @@ class IFQALoss(FrozenMetricLoss):
         random_weights: RANDOM metric weights, to test wiring without the official files (warns).
         sha256: the checkpoint's expected digest (hex): any other file is refused (pins provenance;
             the layout is always checked).
+        augment, ensemble, ensemble_combine, refresh: defences against metric gaming, off by default
+            (see :class:`~ifqa_loss.losses.base.FrozenMetricLoss` and docs/hacking.md).
 
     Forward: ``pred`` (N,3,H,W) in ``input_range``, any H,W -> loss (scalar, or (N,) for
     ``reduction="none"``); with ``return_map=True`` also the (N,1,S,S) float32 quality map.
@@ -99,22 +101,40 @@ class IFQALoss(FrozenMetricLoss):
             return_map: also return the (N,1,S,S) float32 quality map.
         """
         pred, options = self.metric_options(pred)
-        logits = self.metric.logits(pred, **options)
+        batch = pred.shape[0]
+        check = self.check_values
+        if pixel_weights is not None:
+            QF.check_pixel_weights(pixel_weights, batch, check_values=check)
+        if regions is not None:
+            regions = {name: self.eot.repeat(mask) for name, mask in regions.items()} if self.eot else regions
+        pixel_weights = self.eot.repeat(pixel_weights) if self.eot else pixel_weights
+        pred = self.expand_draws(pred)  # (K*N,3,H,W) with augment, else (N,3,H,W)
+        per_metric, first_logits = [], None
+        for metric in self.metrics:
+            logits = metric.logits(pred, **options)
+            first_logits = logits if first_logits is None else first_logits
+            weights = self._weights(logits, pixel_weights, regions, pixel_weights is not None)
+            per_metric.append(QF.weighted_image_mean(QF.quality_loss_map(logits, self.mode), weights))
+        loss = QF.reduce(self.combine(per_metric), self.reduction)
+        if return_map:  # the loss's own metric; with augment the mean over the draws (in their own coordinates)
+            quality = torch.sigmoid(first_logits.float())
+            return loss, quality if self.eot is None else quality.reshape(self.eot.config.draws, batch,
+                                                                          *quality.shape[1:]).mean(0)
+        return loss
+
+    def _weights(self, logits: torch.Tensor, pixel_weights, regions, checked_pixels: bool) -> torch.Tensor | None:
+        """The (N,1,S,S) weights at ``logits``'s resolution from pixel weights and region masks, or None."""
         batch, size = logits.shape[0], logits.shape[-2:]
         weights = None
         check = self.check_values
         if pixel_weights is not None:
-            QF.check_pixel_weights(pixel_weights, batch, check_values=check)
             weights = QF.resize_weights(pixel_weights, size)
         if regions is not None or self.region_weights:
             by_region = QF.resize_weights(self._region_weights(regions, size[-1], logits.device, batch), size)
             weights = by_region if weights is None else weights * by_region
-            if regions is not None or pixel_weights is not None:  # template-only weights were checked when cached
+            if regions is not None or checked_pixels:  # template-only weights were checked when cached
                 QF.check_pixel_weights(weights, batch, name="region-weighted pixel weights", check_values=check)
-        loss = QF.reduce(QF.weighted_image_mean(QF.quality_loss_map(logits, self.mode), weights), self.reduction)
-        if return_map:
-            return loss, torch.sigmoid(logits.float())
-        return loss
+        return weights
 
     def extra_repr(self) -> str:
         return (
