@@ -33,7 +33,7 @@ def test_landmarks_are_scaled_to_the_training_size(faces, tmp_path):
 
 def test_missing_annotations_are_named(faces, tmp_path):
     path = tmp_path / "lm.json"
-    path.write_text(json.dumps({"a.png": [[0, 0]] * 5}))
+    path.write_text(json.dumps({"a.png": [[10, 10], [20, 10], [15, 15], [11, 20], [19, 20]]}))
     with pytest.raises(ValueError, match="sub/b.png"):
         FaceFolder(faces, size=32, mask_source="landmarks", landmarks=path)
 
