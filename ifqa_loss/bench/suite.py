@@ -222,13 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown loss/variant {unknown}; losses: {ALL_LOSSES}; variants: {ALL_VARIANTS}", file=sys.stderr)
         return 2
+    threads_before = torch.get_num_threads()
     if args.device == "cpu" or args.threads:
         torch.set_num_threads(args.threads or idle_cores())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # third-party deprecation notes stay out of the report
-        report = run(cfg, log=lambda msg: tqdm.write(msg, file=sys.stderr),  # above the progress bar
-                     naive_comparison=not args.no_naive_comparison, generator=not args.no_generator,
-                     progress=not args.no_progress, start=start)
+    try:  # called in-process (tests, notebooks): the caller's thread count comes back afterwards
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # third-party deprecation notes stay out of the report
+            report = run(cfg, log=lambda msg: tqdm.write(msg, file=sys.stderr),  # above the progress bar
+                         naive_comparison=not args.no_naive_comparison, generator=not args.no_generator,
+                         progress=not args.no_progress, start=start)
+    finally:
+        torch.set_num_threads(threads_before)
     sys.stdout.write(markdown(report))
     if args.json:
         with open(args.json, "w") as fh:

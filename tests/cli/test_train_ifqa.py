@@ -63,18 +63,20 @@ def _logged_steps(path) -> list[int]:
     return [int(line.split(",")[0]) for line in path.read_text().splitlines()[1:]]
 
 
-def _wait_for_rows(proc, path, rows: int, timeout: float = 300.0) -> None:
+def _wait_for_step(proc, path, step: int, timeout: float = 300.0) -> None:
+    """Wait until the trainer has logged ``step`` (rows left by an earlier, killed run do not count: a resumed
+    trainer truncates them first, so only its own new rows get past ``step``)."""
     import time
 
     start = time.time()
     while time.time() - start < timeout:
-        if path.is_file() and len(path.read_text().splitlines()) > rows:
+        if path.is_file() and max(_logged_steps(path), default=0) >= step:
             return
         if proc.poll() is not None:
             raise AssertionError(f"trainer ended early: {proc.stderr.read()}")
         time.sleep(0.2)
     proc.kill()
-    raise AssertionError(f"waited {timeout} s for {rows} rows in {path}")
+    raise AssertionError(f"waited {timeout} s for step {step} in {path}")
 
 
 def test_a_run_folder_is_never_overwritten(faces, tmp_path, capsys):
@@ -101,18 +103,19 @@ def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path):
     import signal
 
     out, log = tmp_path / "run", tmp_path / "run" / "log.csv"
-    steps = ["--steps", "500", "--log-every", "1"]
+    steps = ["--steps", "1000000", "--log-every", "1"]  # never finishes by itself: the signals end it
     proc = subprocess.Popen(_cmd(faces, out, *steps, "--checkpoint-every", "3"), env=_env(), text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for_rows(proc, log, 5)
+    _wait_for_step(proc, log, 5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     held = torch.load(out / "last.pth", weights_only=True)["step"]
-    assert held % 3 == 0 and max(_logged_steps(log)) >= held
+    killed_at = max(_logged_steps(log))
+    assert held % 3 == 0 and killed_at >= held
 
     proc = subprocess.Popen(_cmd(faces, out, *steps, "--resume"), env=_env(), text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for_rows(proc, log, held + 2)
+    _wait_for_step(proc, log, killed_at + 2)  # past the killed run's rows: this trainer holds the folder
     second = subprocess.run(_cmd(faces, out, *steps, "--resume"), capture_output=True, text=True, env=_env(),
                             timeout=300)
     assert second.returncode == EXIT_FAILED and f"(pid {proc.pid}" in second.stderr, second.stderr
