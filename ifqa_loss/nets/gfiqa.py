@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from .stylegan2 import StyleGAN2Generator
@@ -44,7 +43,10 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, width_scale: float = 1.0):
         super().__init__()
-        base = torchvision.models.resnet50(weights=None) if width_scale == 1.0 else _narrow_resnet(width_scale)
+        # Imported here: `import torchvision` pulls in torch._dynamo (~2 s), which IFQA-only users never need.
+        from torchvision.models import resnet50
+
+        base = resnet50(weights=None) if width_scale == 1.0 else _narrow_resnet(width_scale)
         self.conv1, self.bn1, self.relu, self.maxpool = base.conv1, base.bn1, base.relu, base.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = base.layer1, base.layer2, base.layer3, base.layer4
 

@@ -35,10 +35,29 @@ published structure runs instead, so parameter gradients stay those of the publi
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import torch
 import torch.nn.functional as F
 
 from .ifqa_unet import _INV_SQRT2, DownResBlock, IFQADiscriminator, UpResBlock
+
+
+def _runs_eagerly(fn):
+    """``torch.compiler.disable(fn)``, built only once torch._dynamo is imported: the decorator imports it (~2 s
+    of every CLI start-up on 2 cores), and nothing can be compiling before it is."""
+    disabled = []
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn))
+        return disabled[0](*args, **kwargs)
+
+    return call
 
 _NEG_SLOPE = 0.2
 
@@ -165,7 +184,7 @@ class FastIFQADiscriminator(IFQADiscriminator):
         return [self.encoder128, self.encoder64, self.encoder32, self.encoder16, self.encoder8, *self.btn,
                 self.decoder16, self.decoder32, self.decoder64, self.decoder128, self.decoder256[0]]
 
-    @torch.compiler.disable  # bookkeeping on version counters; runs eagerly before the traced network
+    @_runs_eagerly  # bookkeeping on version counters; runs eagerly before the traced network
     def _ready_kernels(self) -> bool:
         """Rebuild the derived kernels if a source parameter changed; False when the published path must run."""
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):

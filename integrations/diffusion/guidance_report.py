@@ -7,8 +7,9 @@ diagonal Gaussian fitted per pixel to 64 px crops of the packaged faces (posteri
 any DDIM step). Degraded faces (blur, noise, JPEG, 2x down) are restored DifFace-style: start from the
 up-sampled degraded face noised to ``--strength``, DDIM to the end, three arms with the same noise:
 unguided, fidelity-only guidance (control), IFQA + fidelity guidance. Per arm: guide and judge IFQA losses
-(1 - mean map; lower = more real), L1 to the ground truth, and the paired judge difference to the unguided
-arm with a 95% t-interval over (image, seed) pairs.
+(1 - mean map; lower = more real), L1 to the ground truth, and the paired judge differences to the unguided arm
+(and, for IFQA + fidelity, to the fidelity-only control) with a 95% t-interval over images (each image's
+scores averaged over the noise seeds first).
 """
 from __future__ import annotations
 
@@ -104,14 +105,25 @@ def main(argv=None) -> int:
                 scores[arm]["guide"] += guide(out).tolist()
                 scores[arm]["judge"] += judge(out).tolist()
                 scores[arm]["l1_to_hq"] += (out - hq).abs().mean(dim=(1, 2, 3)).tolist()
-    report = {"settings": vars(args), "unit": "(image, seed) pair", "n": args.images * args.seeds, "arms": {}}
-    base = torch.tensor(scores["unguided"]["judge"])
+    # Unit = image: each image's judge score is averaged over the noise seeds first (the seeds of one image are
+    # not independent observations), then paired differences get a 95% t-interval over the images.
+    report = {"settings": vars(args), "unit": f"image (mean over {args.seeds} noise seeds)", "n": args.images,
+              "arms": {}}
+
+    def per_image(arm: str) -> torch.Tensor:
+        return torch.tensor(scores[arm]["judge"]).view(args.seeds, args.images).mean(0)
+
+    def paired(arm: str, control: str) -> list[float]:
+        diff = (per_image(arm) - per_image(control)).numpy()
+        low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+        return [float(diff.mean()), float(low), float(high)]
+
     for arm, s in scores.items():
         row = {k: float(torch.tensor(v).mean()) for k, v in s.items()}
-        diff = (torch.tensor(s["judge"]) - base).numpy()
         if arm != "unguided":
-            low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
-            row["judge_minus_unguided"] = [float(diff.mean()), float(low), float(high)]
+            row["judge_minus_unguided"] = paired(arm, "unguided")
+        if arm == "ifqa+fidelity":  # what IFQA adds over the fidelity term alone
+            row["judge_minus_fidelity_only"] = paired(arm, "fidelity_only")
         report["arms"][arm] = row
     print(json.dumps(report, indent=1))
     if args.out:

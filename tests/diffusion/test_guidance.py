@@ -183,6 +183,9 @@ def test_guidance_report_script_runs_and_refuses_missing_weights(tmp_path, capsy
     import json
 
     report = json.loads(out.read_text())
-    assert report["n"] == 4 and set(report["arms"]) == {"unguided", "fidelity_only", "ifqa+fidelity"}
-    low, high = report["arms"]["ifqa+fidelity"]["judge_minus_unguided"][1:]
-    assert low <= high
+    # Unit = image (its two noise seeds averaged first), not (image, seed) pair.
+    assert report["n"] == 2 and set(report["arms"]) == {"unguided", "fidelity_only", "ifqa+fidelity"}
+    guided = report["arms"]["ifqa+fidelity"]
+    for key in ("judge_minus_unguided", "judge_minus_fidelity_only"):
+        mean, low, high = guided[key]
+        assert low <= mean <= high

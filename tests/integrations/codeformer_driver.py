@@ -5,12 +5,20 @@
 
 ``check``: CodeFormer's own basicsr is the one imported (a pip-installed basicsr would shadow it),
 the patched joint model registers IFQALoss in that basicsr, and the patched stage-3 options build it.
-``loop``: two iterations of ``CodeFormerJointModel.optimize_parameters`` (patched) and of the
-unpatched upstream class, from the same state and batch each iteration; reports each iteration's
-generator objective (the tensor ``l_g_total.backward()`` is called on) for both, and a plain
-IFQALoss on the restored image. 512 px (CodeFormer's arch hard-codes its 16x16 code grid), the
-widths the options expose made small; GAN active from iteration 2 (net_d_start_iter: 1).
+``loop``: two iterations (current_iter 1, then 2) of the patched ``CodeFormerJointModel.optimize_parameters``,
+each preceded by the unpatched upstream method (loaded from UNPATCHED) run on the same model from the same
+state, seed and batch; reports each iteration's generator objective (the tensor ``l_g_total.backward()`` is
+called on) for both, and a plain IFQALoss on the restored image. 512 px (CodeFormer's arch hard-codes its 16x16
+code grid), the widths the options expose made small, no EMA copy (ema_decay 0), pre-computed ground-truth
+codes (latent_gt_path) instead of the frozen VQGAN; GAN active from iteration 2 (net_d_start_iter: 1).
 Random values stand in for the ImageNet VGG16 weights of LPIPS (not downloadable here).
+
+Time and memory (the suite's goals): one model, not one per class. A run whose update the test does not need
+(the upstream method's, and iteration 1's) only records its objective at the first ``backward`` call (no
+backward runs) and every network and optimiser state is then restored from a file; iteration 2's patched step
+runs in full (generator and discriminator updates). Every encoder and generator block and LPIPS VGG stage runs
+under ``torch.utils.checkpoint`` (activations recomputed in backward). Neither changes a forward value, so
+neither changes the objectives compared.
 """
 import copy
 import importlib.util
@@ -53,7 +61,7 @@ def _options(root: Path, data: str, metric) -> dict:
     opt["network_g"].update(dim_embd=32, n_head=2, n_layers=1, connect_list=["32"])
     opt["network_vqgan"]["nf"] = 32  # GroupNorm(32 groups) needs >= 32
     opt["network_d"].update(ndf=4, n_layers=2)
-    opt["train"].update(net_d_start_iter=1)
+    opt["train"].update(net_d_start_iter=1, ema_decay=0)
     opt["train"]["ifqa_opt"] = dict(opt["train"]["ifqa_opt"], checkpoint=None, metric=metric)
     return opt
 
@@ -68,6 +76,17 @@ def check(root: Path) -> dict:
     loss = build_loss(copy.copy(ifqa_opt))
     return {"registered": "IFQALoss" in LOSS_REGISTRY, "loss_type": type(loss).__module__ + "." + type(loss).__name__,
             "loss_weight": loss.loss_weight, "option_weight": ifqa_opt["loss_weight"]}
+
+
+STATEFUL = ("net_g", "net_d", "optimizer_g", "optimizer_d")
+
+
+def _recompute_in_backward(module: torch.nn.Module) -> None:
+    """Run ``module`` under non-reentrant activation checkpointing (same forward values, less memory)."""
+    from torch.utils.checkpoint import checkpoint
+
+    forward = module.forward
+    module.forward = lambda *args, **kwargs: checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
@@ -86,7 +105,7 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
     # The unpatched upstream class, loaded beside the patched one (the registry takes one name once).
     patched_class = MODEL_REGISTRY._obj_map.pop("CodeFormerJointModel")
     upstream = _load("basicsr.models.codeformer_joint_model_upstream",
-                     unpatched / "basicsr" / "models" / "codeformer_joint_model.py")
+                     unpatched / "basicsr" / "models" / "codeformer_joint_model.py").CodeFormerJointModel
     MODEL_REGISTRY._obj_map["CodeFormerJointModel"] = patched_class
 
     helpers = _load("ifqa_test_helpers", HERE.parent / "helpers.py")
@@ -94,44 +113,62 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
     torch.manual_seed(0)
     opt = _options(root, data, metric)
     opt["train"]["ifqa_opt"]["loss_weight"] = weight
-    models = {"patched": build_model(copy.deepcopy(opt)), "upstream": upstream.CodeFormerJointModel(copy.deepcopy(opt))}
-    for model in models.values():
-        # The joint model reaches net_g through .module (basicsr wraps it in DataParallel/DDP on GPUs);
-        # without CUDA, DataParallel is a pass-through wrapper.
-        model.net_g = torch.nn.DataParallel(model.net_g)
+    # Pre-computed ground-truth codes (CodeFormer's latent_gt_path option) instead of its frozen VQGAN: random
+    # indices of the 16x16 grid stand in for the codes of a trained VQGAN (not available here).
+    codes = torch.Generator().manual_seed(0)
+    names = sorted(path.stem for path in Path(data).iterdir())
+    latent_gt = {flip: {name: torch.randint(0, 1024, (256,), generator=codes) for name in names}
+                 for flip in ("orig", "hflip")}
+    torch.save(latent_gt, "latent_gt.pth")
+    opt["datasets"]["train"]["latent_gt_path"] = str(Path("latent_gt.pth").resolve())
+    model = build_model(copy.deepcopy(opt))
+    assert type(model) is patched_class and not hasattr(model, "net_g_ema")
+    # The joint model reaches net_g through .module (basicsr wraps it in DataParallel/DDP on GPUs);
+    # without CUDA, DataParallel is a pass-through wrapper.
+    model.net_g = torch.nn.DataParallel(model.net_g)
+    for block in (*model.net_g.module.encoder.blocks, *model.net_g.module.generator.blocks):
+        _recompute_in_backward(block)
+    vgg = model.cri_perceptual.perceptual.net
+    for stage in (vgg.slice1, vgg.slice2, vgg.slice3, vgg.slice4, vgg.slice5):
+        _recompute_in_backward(stage)
     dataset = build_dataset(opt["datasets"]["train"])
     # The recipe's region weights (eyes/mouth/nose emphasised, background ignored) and the basicsr adapter's clamp.
     plain_ifqa = IFQALoss(metric=metric, out_of_range="clamp",
                           region_weights=opt["train"]["ifqa_opt"]["region_weights"])
 
-    seen = []
+    seen, record_only = [], [False]
     original_backward = torch.Tensor.backward
 
     def recording_backward(self, *args, **kwargs):
         seen.append(self.detach().clone())
-        return original_backward(self, *args, **kwargs)
+        if not record_only[0]:
+            original_backward(self, *args, **kwargs)
 
     torch.Tensor.backward = recording_backward
-    report = []
-    patched, reference = models["patched"], models["upstream"]
+    report, saved = [], Path("codeformer_state.pth").resolve()
     for current_iter in (1, 2):
         batch = torch.utils.data.default_collate([dataset[current_iter - 1]])
-        # cri_perceptual too: each model drew its own random LPIPS backbone (run_offline's stand-in weights).
-        for name in ("net_g", "net_d", "hq_vqgan_fix", "cri_perceptual", "optimizer_g", "optimizer_d"):
-            getattr(reference, name).load_state_dict(getattr(patched, name).state_dict())
+        torch.save({name: getattr(model, name).state_dict() for name in STATEFUL}, saved)
         totals = {}
-        for name, model in (("upstream", reference), ("patched", patched)):
+        for name, method in (("upstream", upstream.optimize_parameters), ("patched", patched_class.optimize_parameters)):
             model.feed_data(batch)
             seen.clear()
+            record_only[0] = name == "upstream" or current_iter == 1
             torch.manual_seed(current_iter)
-            model.optimize_parameters(current_iter)
+            method(model, current_iter)
             totals[name] = seen[0].item()  # l_g_total.backward() is the step's first backward
+            if record_only[0]:  # discard its update (and net_d's batch-norm statistics)
+                state = torch.load(saved, weights_only=True)
+                for key in STATEFUL:
+                    getattr(model, key).load_state_dict(state[key])
+                del state
         with torch.no_grad():
-            ifqa = plain_ifqa(patched.output).item()
+            ifqa = plain_ifqa(model.output).item()
         report.append({"iter": current_iter, **totals, "ifqa": ifqa,
-                       "logged_ifqa": float(patched.log_dict["l_g_ifqa"]),
-                       "gan_active": "l_g_gan" in patched.log_dict})
+                       "logged_ifqa": float(model.log_dict["l_g_ifqa"]),
+                       "gan_active": "l_g_gan" in model.log_dict})
     torch.Tensor.backward = original_backward
+    saved.unlink()
     return {"iterations": report}
 
 

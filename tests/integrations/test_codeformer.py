@@ -3,7 +3,8 @@
 Needs IFQA_TEST_CODEFORMER_SRC (an sczhou/CodeFormer checkout; .ci/run points it at
 ../shared/upstream/CodeFormer); skips with the how-to otherwise. A patch that no longer applies fails.
 The two-iteration loop runs CodeFormer at 512 px (its architecture hard-codes width 64 and the
-16x16 code grid): about 155 s on 2 quiet CPU cores for both models' two steps.
+16x16 code grid); codeformer_driver.py says how it keeps that to one model and recomputed activations
+(peak RSS and time of the driver: benchmarks/RESULTS.md, "Peak memory of the test suite").
 """
 import json
 from pathlib import Path

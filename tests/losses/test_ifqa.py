@@ -191,7 +191,7 @@ def test_bad_options_are_refused_at_construction(metric):
         IFQALoss(metric=metric, input_range=(0, 255))
 
 
-def test_twenty_steps_of_l1_plus_ifqa_lower_the_ifqa_term(ifqa_checkpoint):
+def test_eight_steps_of_l1_plus_ifqa_lower_the_ifqa_term_at_every_step(ifqa_checkpoint):
     """Plumbing check with the reference weights: the loss trains a tiny restorer, it is no quality claim."""
     torch.manual_seed(0)
     ifqa = IFQALoss(checkpoint=ifqa_checkpoint)
@@ -202,7 +202,7 @@ def test_twenty_steps_of_l1_plus_ifqa_lower_the_ifqa_term(ifqa_checkpoint):
     target = torch.rand(1, 3, 64, 64) * 2 - 1
     degraded = torch.nn.functional.avg_pool2d(target, 5, 1, 2)
     history = []
-    for _ in range(20):
+    for _ in range(8):  # published-size IFQA at 256 px: ~1.2 s a step on 2 cores
         out = torch.tanh(degraded + restorer(degraded))
         ifqa_term = ifqa(out)
         loss = torch.nn.functional.l1_loss(out, target) + ifqa_term
@@ -210,7 +210,7 @@ def test_twenty_steps_of_l1_plus_ifqa_lower_the_ifqa_term(ifqa_checkpoint):
         loss.backward()
         optimizer.step()
         history.append(ifqa_term.item())
-    assert history[-1] < history[0]
+    assert all(later < earlier for earlier, later in zip(history, history[1:])), history
     assert all(p.grad is None for p in ifqa.parameters())
 
 
