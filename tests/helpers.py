@@ -35,3 +35,12 @@ def small_ifqa_metric(seed: int = 0, dtype: torch.dtype = torch.float32) -> Qual
     torch.manual_seed(seed)
     net = IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1, input_size=64).to(dtype)
     return QualityMetric(net, get_spec("ifqa"))
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT: a shell that starts a job in the background
+    (``cmd &`` without job control) makes it ignore SIGINT, every child inherits that, and Python then installs no
+    KeyboardInterrupt handler; the test would see a run that finished instead of one that was interrupted."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

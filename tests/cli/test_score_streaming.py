@@ -10,6 +10,8 @@ from PIL import Image
 from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 from ifqa_loss.weights import save_checkpoint
 
+from helpers import default_sigint
+
 
 def test_interrupted_run_keeps_every_score_written_so_far_as_valid_json(tmp_path):
     ckpt = save_checkpoint(tmp_path / "t.pth", IFQADiscriminator(widths=(4, 8, 8, 16, 16), num_bottleneck=1), "ifqa")
@@ -21,6 +23,7 @@ def test_interrupted_run_keeps_every_score_written_so_far_as_valid_json(tmp_path
         [sys.executable, "-m", "ifqa_loss", "score", str(folder), "--checkpoint", str(ckpt), "--format", "json",
          "--batch-size", "1", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=default_sigint,
     )
     lines = [process.stdout.readline(), process.stdout.readline()]  # "[" and the first score: streamed
     process.send_signal(signal.SIGINT)

@@ -16,7 +16,7 @@ Random values stand in for the ImageNet VGG16 weights of LPIPS (not downloadable
 Time and memory (the suite's goals): one model, not one per class. A run whose update the test does not need
 (the upstream method's, and iteration 1's) only records its objective at the first ``backward`` call (no
 backward runs) and every network and optimiser state is then restored from a file; iteration 2's patched step
-runs in full (generator and discriminator updates). Every encoder and generator block and LPIPS VGG stage runs
+runs in full (generator and discriminator updates). Every encoder and generator block, and the LPIPS loss, runs
 under ``torch.utils.checkpoint`` (activations recomputed in backward). Neither changes a forward value, so
 neither changes the objectives compared.
 """
@@ -128,9 +128,7 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
     model.net_g = torch.nn.DataParallel(model.net_g)
     for block in (*model.net_g.module.encoder.blocks, *model.net_g.module.generator.blocks):
         _recompute_in_backward(block)
-    vgg = model.cri_perceptual.perceptual.net
-    for stage in (vgg.slice1, vgg.slice2, vgg.slice3, vgg.slice4, vgg.slice5):
-        _recompute_in_backward(stage)
+    _recompute_in_backward(model.cri_perceptual)  # LPIPS whole: its per-layer differences at 512 px too
     dataset = build_dataset(opt["datasets"]["train"])
     # The recipe's region weights (eyes/mouth/nose emphasised, background ignored) and the basicsr adapter's clamp.
     plain_ifqa = IFQALoss(metric=metric, out_of_range="clamp",

@@ -141,10 +141,13 @@ def test_trainable_parameters_run_the_published_structure():
 def test_torch_compile_on_cpu_matches_eager_map_and_input_gradient():
     """The inductor path works on CPU (tiny widths, 64 px): map and input gradient equal eager.
 
-    First-call time is printed, not asserted (measured with a cold inductor cache on 2 quiet cores: 113 s with
-    one compile worker, 91 s with two; PyTorch caches the compiled kernels on disk, TORCHINDUCTOR_CACHE_DIR).
-    Two workers compile the kernels here (one per core); the pool is shut down after, so its processes do not
-    stay alive under the rest of the suite (conftest.py keeps the default at one).
+    What this checks is ours: the network traces (the kernel bookkeeping runs eagerly), lowers and compiles
+    forward and backward, and computes the same function. It asks inductor for scalar C++ kernels
+    (``cpp.vec_isa_ok=False``) on two compile workers: with a cold cache on 2 quiet cores that takes 51 s,
+    against 89 s vectorised and 113 s vectorised on one worker (the suite's time goal); the vectorised code
+    generator is PyTorch's to test, and ``ifqa-loss bench --variants compile`` times the default kernels. The
+    worker pool is shut down after, so its processes do not stay alive under the rest of the suite.
+    First-call time is printed, not asserted.
     """
     from torch._inductor import async_compile, config
 
@@ -153,7 +156,7 @@ def test_torch_compile_on_cpu_matches_eager_map_and_input_gradient():
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     start = time.perf_counter()
     try:
-        with config.patch(compile_threads=2):
+        with config.patch({"compile_threads": 2, "cpp.vec_isa_ok": False}):
             compiled_map, compiled_grad = _map_and_input_grad(compiled, x)
     finally:
         async_compile.shutdown_compile_workers()

@@ -19,6 +19,7 @@ from PIL import Image
 from ifqa_loss import batch_memory
 from ifqa_loss.cli import main
 
+from helpers import default_sigint
 from robustness.case import Case, Refused, Works, params
 
 # Characters a terminal or a parser would act on: ESC, CR, LF, tab, DEL, C1 NEL, Unicode separators, bidi override.
@@ -190,7 +191,7 @@ def test_signal_mid_run_leaves_a_valid_document(sig, fmt, many_faces, tiny_check
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(out_path, "w") as out:
         child = subprocess.Popen(_command(many_faces, tiny_checkpoint, fmt), stdout=out, stderr=subprocess.PIPE,
-                                 text=True, env=env)
+                                 text=True, env=env, preexec_fn=default_sigint)
         deadline = time.monotonic() + 300
         while out_path.stat().st_size < 200 and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.05)  # rows are flushed one by one: wait until some are written
