@@ -1,9 +1,10 @@
 """Peak resident memory of the pytest process tree per test file (psutil), for the opt-in report in conftest.py.
 
 ``IFQA_TEST_RSS=rss.csv python -m pytest tests`` samples RSS every 50 ms and PSS every 0.5 s, and writes
-``file,peak_tree_pss_mib,peak_tree_rss_mib,peak_main_rss_mib,seconds`` rows (one per test file, in run order) and a final ``TOTAL`` row: the figures the README's memory claim
-rests on. PSS (proportional set size) splits pages shared between processes among them, so the tree's PSS is the
-memory the tree really holds; the summed RSS counts a forked child's inherited pages again (an upper bound).
+``file,peak_tree_pss_mib,peak_tree_rss_mib,peak_main_rss_mib,seconds`` rows (one per test file, in run order)
+and a final ``TOTAL`` row: the figures the README's memory claim rests on. PSS (proportional set size) splits
+pages shared between processes among them, so the tree's PSS is the memory the tree really holds; the summed RSS
+counts shared pages (a forked child's inherited ones, every process's torch libraries) again: an upper bound.
 """
 from __future__ import annotations
 

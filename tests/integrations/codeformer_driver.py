@@ -148,7 +148,8 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
         batch = torch.utils.data.default_collate([dataset[current_iter - 1]])
         torch.save({name: getattr(model, name).state_dict() for name in STATEFUL}, saved)
         totals = {}
-        for name, method in (("upstream", upstream.optimize_parameters), ("patched", patched_class.optimize_parameters)):
+        runs = (("upstream", upstream.optimize_parameters), ("patched", patched_class.optimize_parameters))
+        for name, method in runs:
             model.feed_data(batch)
             seen.clear()
             record_only[0] = name == "upstream" or current_iter == 1

@@ -210,7 +210,7 @@ def test_eight_steps_of_l1_plus_ifqa_lower_the_ifqa_term_at_every_step(ifqa_chec
         loss.backward()
         optimizer.step()
         history.append(ifqa_term.item())
-    assert all(later < earlier for earlier, later in zip(history, history[1:])), history
+    assert all(later < earlier for earlier, later in zip(history, history[1:], strict=False)), history
     assert all(p.grad is None for p in ifqa.parameters())
 
 
