@@ -18,7 +18,8 @@ from reference import FIXTURES, reference_state_dict
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if os.name == "posix" and ctypes.util.find_library("c") else None
+_LIBC_NAME = ctypes.util.find_library("c") if os.name == "posix" else None
+_LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
 
 @pytest.fixture(scope="module", autouse=True)
