@@ -1,4 +1,5 @@
-"""`ifqa-loss hack-probe` through a real subprocess: JSON keys, self-judge agreement, refusals."""
+"""`ifqa-loss hack-probe`: JSON keys and self-judge agreement through a real subprocess; refusals in-process
+(the same ``main``; tests/robustness/test_cli.py checks a refusal through a real process)."""
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ifqa_loss.cli import main
 from ifqa_loss.nets.ifqa_unet import IFQADiscriminator
 from ifqa_loss.weights.load import save_checkpoint
 
@@ -78,7 +80,7 @@ def test_json_to_stdout_with_zero_steps_is_strict(setup):
     ("bad_json_folder", "its folder does not exist"),
     ("bad_lr", "--lr must be > 0"),
 ])
-def test_bad_input_is_refused_with_the_fix(setup, case, message):
+def test_bad_input_is_refused_with_the_fix(setup, case, message, capsys):
     args = {"--optimise": setup["a"], "--judge": setup["b"], "--images": setup["images"],
             "--json": setup["tmp"] / "r.json", "--steps": "1", "--device": "cpu"}
     if case == "no_images":
@@ -90,7 +92,11 @@ def test_bad_input_is_refused_with_the_fix(setup, case, message):
         args["--json"] = setup["tmp"] / "missing" / "r.json"
     elif case == "bad_lr":
         args["--lr"] = "0"
-    proc = _run(*[v for kv in args.items() for v in kv])
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    try:
+        code = main(["hack-probe", *[str(v) for kv in args.items() for v in kv]])
+    except SystemExit as exit_:  # argparse's own refusals
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and message in err, err
     assert not (setup["tmp"] / "r.json").exists()

@@ -97,16 +97,17 @@ def test_missing_checkpoint_fails_with_instructions(faces, tmp_path, monkeypatch
     assert "ifqa-loss weights import" in capsys.readouterr().err
 
 
-def test_weights_import_then_list_then_score_without_checkpoint_flag(faces, ifqa_checkpoint, tmp_path, monkeypatch):
+def test_weights_import_then_list_then_score_without_checkpoint_flag(faces, ifqa_checkpoint, tmp_path, monkeypatch,
+                                                                     capsys):
+    """Import and list in this process; a later, separate process finds the imported file by itself."""
     monkeypatch.setenv("IFQA_LOSS_HOME", str(tmp_path / "home"))
-    env_run = [sys.executable, "-m", "ifqa_loss"]
-    imported = subprocess.run([*env_run, "weights", "import", str(ifqa_checkpoint)], capture_output=True, text=True)
-    assert imported.returncode == 0, imported.stderr
-    assert "imported ifqa" in imported.stdout
-    listed = subprocess.run([*env_run, "weights", "list"], capture_output=True, text=True)
-    assert "ifqa.safetensors" in listed.stdout and "not installed" in listed.stdout  # ifqa++ still missing
-    score_args = [*env_run, "score", str(faces / "a.png"), "--format", "json"]
-    scored = subprocess.run(score_args, capture_output=True, text=True)
+    assert main(["weights", "import", str(ifqa_checkpoint)]) == EXIT_OK
+    assert "imported ifqa" in capsys.readouterr().out
+    assert main(["weights", "list"]) == EXIT_OK
+    listed = capsys.readouterr().out
+    assert "ifqa.safetensors" in listed and "not installed" in listed  # ifqa++ still missing
+    scored = subprocess.run([sys.executable, "-m", "ifqa_loss", "score", str(faces / "a.png"), "--format", "json"],
+                            capture_output=True, text=True)
     assert scored.returncode == 0, scored.stderr
     assert len(json.loads(scored.stdout)) == 1
 

@@ -81,8 +81,7 @@ def _wait_for_step(proc, path, step: int, timeout: float = 300.0) -> None:
 
 def test_a_run_folder_is_never_overwritten(faces, tmp_path, capsys):
     out = tmp_path / "run"
-    proc = subprocess.run(_cmd(faces, out, "--steps", "2"), capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert main(_cmd(faces, out, "--steps", "2")[3:]) == 0, capsys.readouterr().err
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     code = main(["train-ifqa", "--data", str(faces), "--out", str(out), *TINY, "--steps", "4"])
     err = capsys.readouterr().err
@@ -96,7 +95,7 @@ def test_a_run_folder_is_never_overwritten(faces, tmp_path, capsys):
     assert code == EXIT_FAILED and "is a file" in capsys.readouterr().err and a_file.read_text() == "keep me"
 
 
-def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path):
+def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path, capsys):
     """SIGKILL after a checkpoint leaves log rows past it: --resume drops them. SIGTERM writes a checkpoint and
     exits 130; a second trainer on the same folder is refused while the first runs; a changed learning rate on
     resume is applied and recorded."""
@@ -116,9 +115,9 @@ def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path):
     proc = subprocess.Popen(_cmd(faces, out, *steps, "--resume"), env=_env(), text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for_step(proc, log, killed_at + 2)  # past the killed run's rows: this trainer holds the folder
-    second = subprocess.run(_cmd(faces, out, *steps, "--resume"), capture_output=True, text=True, env=_env(),
-                            timeout=300)
-    assert second.returncode == EXIT_FAILED and f"(pid {proc.pid}" in second.stderr, second.stderr
+    second = main(_cmd(faces, out, *steps, "--resume")[3:])  # in this process: the lock is held by another one
+    err = capsys.readouterr().err
+    assert second == EXIT_FAILED and f"(pid {proc.pid}" in err, err
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130
     assert "continue with --resume" in proc.stderr.read()
@@ -126,10 +125,9 @@ def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path):
     assert _logged_steps(log) == list(range(1, stopped + 1))
 
     end = str(stopped + 2)
-    proc = subprocess.run(_cmd(faces, out, "--steps", end, "--log-every", "1", "--resume", "--lr-d", "5e-4",
-                               "--schedule", "constant", "--warmup", "0"),
-                          capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    code = main(_cmd(faces, out, "--steps", end, "--log-every", "1", "--resume", "--lr-d", "5e-4", "--schedule",
+                     "constant", "--warmup", "0")[3:])
+    assert code == 0, capsys.readouterr().err
     assert _logged_steps(log) == list(range(1, stopped + 3))
     assert [float(r.split(",")[7]) for r in log.read_text().splitlines()[-2:]] == [5e-4, 5e-4]  # lr_d column
     history = json.loads((out / "config.json").read_text())["history"]

@@ -1,24 +1,25 @@
 """Runs CodeFormer's stage-3 model (patched copy of its checkout) and prints a JSON report.
 
-    python codeformer_driver.py check PATCHED
-    python codeformer_driver.py loop PATCHED UNPATCHED DATA WEIGHT
+    python codeformer_driver.py PATCHED UNPATCHED DATA WEIGHT
 
-``check``: CodeFormer's own basicsr is the one imported (a pip-installed basicsr would shadow it),
-the patched joint model registers IFQALoss in that basicsr, and the patched stage-3 options build it.
-``loop``: two iterations (current_iter 1, then 2) of the patched ``CodeFormerJointModel.optimize_parameters``,
-each preceded by the unpatched upstream method (loaded from UNPATCHED) run on the same model from the same
-state, seed and batch; reports each iteration's generator objective (the tensor ``l_g_total.backward()`` is
-called on) for both, and a plain IFQALoss on the restored image. 512 px (CodeFormer's arch hard-codes its 16x16
-code grid), the widths the options expose made small, no EMA copy (ema_decay 0), pre-computed ground-truth
-codes (latent_gt_path) instead of the frozen VQGAN; GAN active from iteration 2 (net_d_start_iter: 1).
+Registration: CodeFormer's own basicsr is the one imported (a pip-installed basicsr would shadow it), the
+patched joint model registers IFQALoss in that basicsr, and the patched stage-3 options build it.
+Loop: two iterations (current_iter 1, then 2) of the patched ``CodeFormerJointModel.optimize_parameters``;
+reports each iteration's generator objective (the tensor ``l_g_total.backward()`` is called on), the sum of
+CodeFormer's own generator terms in the step's log and a plain IFQALoss on the restored image. Iteration 2
+(GAN active: net_d_start_iter 1) is preceded by the unpatched upstream method (loaded from UNPATCHED) run on
+the same model from the same state, seed and batch, whose objective is reported too. 512 px (CodeFormer's arch
+hard-codes its 16x16 code grid), the widths the options expose made small, no EMA copy (ema_decay 0),
+pre-computed ground-truth codes (latent_gt_path) instead of the frozen VQGAN.
 Random values stand in for the ImageNet VGG16 weights of LPIPS (not downloadable here).
 
-Time and memory (the suite's goals): one model, not one per class. A run whose update the test does not need
-(the upstream method's, and iteration 1's) only records its objective at the first ``backward`` call (no
-backward runs) and every network and optimiser state is then restored from a file; iteration 2's patched step
-runs in full (generator and discriminator updates). Every encoder and generator block, and the LPIPS loss, runs
-under ``torch.utils.checkpoint`` (activations recomputed in backward). Neither changes a forward value, so
-neither changes the objectives compared.
+Time and memory (the suite's goals): one model, not one per class; one forward per run. A run whose update the
+test does not need (iteration 1's, and the upstream method's) only records its objective at the first
+``backward`` call: no backward runs, so no parameter or optimiser state changes (checked), and the buffers its
+forwards move (the discriminator's batch-norm statistics) are restored from an in-memory copy. Iteration 2's
+patched step runs in full (generator and discriminator updates). Every encoder and generator block, and the
+LPIPS loss, runs under ``torch.utils.checkpoint`` (activations recomputed in backward). Neither changes a
+forward value, so neither changes the objectives compared.
 """
 import copy
 import importlib.util
@@ -66,19 +67,34 @@ def _options(root: Path, data: str, metric) -> dict:
     return opt
 
 
-def check(root: Path) -> dict:
-    _import_their_basicsr(root)
+def registration(root: Path, metric) -> dict:
+    """What the patched options build in CodeFormer's (already imported) basicsr."""
     from basicsr.losses import build_loss
     from basicsr.utils.registry import LOSS_REGISTRY
 
-    helpers = _load("ifqa_test_helpers", HERE.parent / "helpers.py")
-    ifqa_opt = _options(root, "unused", helpers.tiny_ifqa_metric())["train"]["ifqa_opt"]
+    ifqa_opt = _options(root, "unused", metric)["train"]["ifqa_opt"]
     loss = build_loss(copy.copy(ifqa_opt))
     return {"registered": "IFQALoss" in LOSS_REGISTRY, "loss_type": type(loss).__module__ + "." + type(loss).__name__,
             "loss_weight": loss.loss_weight, "option_weight": ifqa_opt["loss_weight"]}
 
 
-STATEFUL = ("net_g", "net_d", "optimizer_g", "optimizer_d")
+NETWORKS = ("net_g", "net_d")
+# CodeFormer's generator terms as the joint model logs them (d_weight and the discriminator's are not).
+CODEFORMER_TERMS = ("l_feat_encoder", "cross_entropy_loss", "l_g_pix", "l_g_percep", "l_g_gan")
+
+
+def _buffers(model) -> dict:
+    return {(net, name): value.clone() for net in NETWORKS for name, value in getattr(model, net).named_buffers()}
+
+
+def _restore_after_record_only(model, buffers: dict) -> None:
+    """A record-only run changed no parameter or optimiser state (no backward ran): put its buffers back."""
+    for net in NETWORKS:
+        assert all(p.grad is None for p in getattr(model, net).parameters()), f"a record-only run left grads on {net}"
+        for name, value in getattr(model, net).named_buffers():
+            value.copy_(buffers[(net, name)])
+    for optimizer in (model.optimizer_g, model.optimizer_d):
+        assert not optimizer.state, "a record-only run stepped an optimiser"
 
 
 def _recompute_in_backward(module: torch.nn.Module) -> None:
@@ -142,39 +158,34 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
         if not record_only[0]:
             original_backward(self, *args, **kwargs)
 
+    def run(method, current_iter, batch, record) -> float:
+        model.feed_data(batch)
+        seen.clear()
+        record_only[0] = record
+        buffers = _buffers(model) if record else None
+        torch.manual_seed(current_iter)
+        method(model, current_iter)
+        if record:
+            _restore_after_record_only(model, buffers)
+        return seen[0].item()  # l_g_total.backward() is the step's first backward
+
     torch.Tensor.backward = recording_backward
-    report, saved = [], Path("codeformer_state.pth").resolve()
+    report = []
     for current_iter in (1, 2):
         batch = torch.utils.data.default_collate([dataset[current_iter - 1]])
-        torch.save({name: getattr(model, name).state_dict() for name in STATEFUL}, saved)
         totals = {}
-        runs = (("upstream", upstream.optimize_parameters), ("patched", patched_class.optimize_parameters))
-        for name, method in runs:
-            model.feed_data(batch)
-            seen.clear()
-            record_only[0] = name == "upstream" or current_iter == 1
-            torch.manual_seed(current_iter)
-            method(model, current_iter)
-            totals[name] = seen[0].item()  # l_g_total.backward() is the step's first backward
-            if record_only[0]:  # discard its update (and net_d's batch-norm statistics)
-                state = torch.load(saved, weights_only=True)
-                for key in STATEFUL:
-                    getattr(model, key).load_state_dict(state[key])
-                del state
+        if current_iter == 2:  # the GAN-active step, where the upstream method's adaptive weight comes in
+            totals["upstream"] = run(upstream.optimize_parameters, current_iter, batch, record=True)
+        totals["patched"] = run(patched_class.optimize_parameters, current_iter, batch, record=current_iter == 1)
         with torch.no_grad():
             ifqa = plain_ifqa(model.output).item()
         report.append({"iter": current_iter, **totals, "ifqa": ifqa,
+                       "codeformer_terms": sum(model.log_dict.get(key, 0.0) for key in CODEFORMER_TERMS),
                        "logged_ifqa": float(model.log_dict["l_g_ifqa"]),
                        "gan_active": "l_g_gan" in model.log_dict})
     torch.Tensor.backward = original_backward
-    saved.unlink()
-    return {"iterations": report}
+    return {"registration": registration(root, metric), "iterations": report}
 
 
 if __name__ == "__main__":
-    mode, root = sys.argv[1], Path(sys.argv[2]).resolve()
-    if mode == "check":
-        result = check(root)
-    else:
-        result = loop(root, Path(sys.argv[3]).resolve(), sys.argv[4], float(sys.argv[5]))
-    print(json.dumps(result))
+    print(json.dumps(loop(Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve(), sys.argv[3], float(sys.argv[4]))))

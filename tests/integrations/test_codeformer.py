@@ -2,9 +2,10 @@
 
 Needs IFQA_TEST_CODEFORMER_SRC (an sczhou/CodeFormer checkout; .ci/run points it at
 ../shared/upstream/CodeFormer); skips with the how-to otherwise. A patch that no longer applies fails.
-The two-iteration loop runs CodeFormer at 512 px (its architecture hard-codes width 64 and the
-16x16 code grid); codeformer_driver.py says how it keeps that to one model and recomputed activations
-(peak RSS and time of the driver: benchmarks/RESULTS.md, "Peak memory of the test suite").
+One driver process serves both tests. Its two-iteration loop runs CodeFormer at 512 px (the architecture
+hard-codes width 64 and the 16x16 code grid); codeformer_driver.py says how it keeps that to one model, one
+forward per run and recomputed activations (its peak RSS and time: benchmarks/RESULTS.md, "Peak memory of the
+test suite").
 """
 import json
 from pathlib import Path
@@ -31,19 +32,10 @@ def _prepare(source: Path, destination: Path, patched: bool) -> Path:
 
 
 @pytest.fixture(scope="module")
-def source():
-    return upstream_source("IFQA_TEST_CODEFORMER_SRC", "sczhou/CodeFormer")
-
-
-def test_patched_joint_model_registers_ifqa_in_codeformers_own_basicsr(source, tmp_path):
-    patched = _prepare(source, tmp_path / "patched", patched=True)
-    report = json.loads(run_driver(DRIVER, "check", str(patched), cwd=tmp_path).strip().splitlines()[-1])
-    assert report["registered"]
-    assert report["loss_type"] == "ifqa_loss.integrations.basicsr.IFQALoss"
-    assert report["loss_weight"] == report["option_weight"] == 0.1
-
-
-def test_generator_objective_is_codeformers_plus_weighted_ifqa(source, tmp_path):
+def report(tmp_path_factory):
+    """One driver process for both tests (CodeFormer's model at 512 px is the suite's largest process)."""
+    source = upstream_source("IFQA_TEST_CODEFORMER_SRC", "sczhou/CodeFormer")
+    tmp_path = tmp_path_factory.mktemp("codeformer")
     patched = _prepare(source, tmp_path / "patched", patched=True)
     unpatched = _prepare(source, tmp_path / "upstream", patched=False)
     data = tmp_path / "ffhq_512"
@@ -51,11 +43,26 @@ def test_generator_objective_is_codeformers_plus_weighted_ifqa(source, tmp_path)
     face = np.asarray(Image.open(ROOT / "ifqa_loss" / "samples" / "face512.png").convert("RGB"))
     for index in range(2):
         Image.fromarray(np.roll(face, 4 * index, axis=1)).save(data / f"{index:08d}.png")
-    report = json.loads(run_driver(DRIVER, "loop", str(patched), str(unpatched), str(data), str(WEIGHT),
-                                   cwd=tmp_path, timeout=1800).strip().splitlines()[-1])
+    return json.loads(run_driver(DRIVER, str(patched), str(unpatched), str(data), str(WEIGHT),
+                                 cwd=tmp_path, timeout=1800).strip().splitlines()[-1])
+
+
+def test_patched_joint_model_registers_ifqa_in_codeformers_own_basicsr(report):
+    registration = report["registration"]
+    assert registration["registered"]
+    assert registration["loss_type"] == "ifqa_loss.integrations.basicsr.IFQALoss"
+    assert registration["loss_weight"] == registration["option_weight"] == 0.1
+
+
+def test_generator_objective_is_codeformers_plus_weighted_ifqa(report):
     iterations = report["iterations"]
     assert [it["gan_active"] for it in iterations] == [False, True]  # IFQA before and after net_d_start_iter
     for it in iterations:
         assert it["ifqa"] > 0.01, report  # an IFQA term that can be told apart from rounding
         assert it["logged_ifqa"] == pytest.approx(WEIGHT * it["ifqa"], rel=1e-5), report
-        assert it["patched"] == pytest.approx(it["upstream"] + WEIGHT * it["ifqa"], rel=1e-5, abs=1e-6), report
+        # CodeFormer's own logged generator terms plus the weighted IFQA term, nothing else
+        assert it["patched"] == pytest.approx(it["codeformer_terms"] + WEIGHT * it["ifqa"], rel=1e-5), report
+    # The unmodified upstream method, from the same state, seed and batch, where the adaptive GAN weight runs
+    gan_step = iterations[1]
+    assert gan_step["patched"] == pytest.approx(gan_step["upstream"] + WEIGHT * gan_step["ifqa"], rel=1e-5,
+                                                abs=1e-6), report
