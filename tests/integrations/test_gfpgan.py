@@ -54,7 +54,7 @@ def _options(tmp_path: Path, ifqa_checkpoint: Path, total_iter: int, resume_stat
     train["total_iter"] = total_iter
     train["perceptual_opt"]["layer_weights"] = {"conv1_1": 0.1}  # the style/perceptual code path, one VGG layer
     train["ifqa_opt"]["checkpoint"] = str(ifqa_checkpoint)
-    opt["logger"].update(print_freq=1, save_checkpoint_freq=3, use_tb_logger=False)
+    opt["logger"].update(print_freq=1, save_checkpoint_freq=2, use_tb_logger=False)
     path = tmp_path / f"options_{total_iter}.yml"
     path.write_text(yaml.safe_dump(opt))
     return path
@@ -94,14 +94,14 @@ def tiny_ifqa(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_ifqa):
-    """3 iterations with a checkpoint at 3, then a resume from it to 4."""
+    """2 iterations with a checkpoint at 2, then a resume from it to 3 (2 faces, batch 1: an epoch boundary)."""
     ifqa_checkpoint = tiny_ifqa[0]
     tmp_path = tmp_path_factory.mktemp("gfpgan")
     _faces(tmp_path / "ffhq_512")
     _component_file(tmp_path / "components.pth")
-    first = _train(tmp_path, _options(tmp_path, ifqa_checkpoint, total_iter=3))
-    state = tmp_path / "experiments" / "gfpgan_ifqa_ci" / "training_states" / "3.state"
-    second = _train(tmp_path, _options(tmp_path, ifqa_checkpoint, total_iter=4, resume_state=str(state)))
+    first = _train(tmp_path, _options(tmp_path, ifqa_checkpoint, total_iter=2))
+    state = tmp_path / "experiments" / "gfpgan_ifqa_ci" / "training_states" / "2.state"
+    second = _train(tmp_path, _options(tmp_path, ifqa_checkpoint, total_iter=3, resume_state=str(state)))
     return tmp_path, first, second
 
 
@@ -118,7 +118,7 @@ def test_the_component_file_needs_our_loader():
 def test_training_logs_the_ifqa_term_every_iteration(trained):
     _, first, _ = trained
     iterations = {int(m.group(1)) for m in re.finditer(r"iter:\s+(\d+),.*l_g_ifqa: [0-9.e+-]+", first)}
-    assert iterations == {1, 2, 3}
+    assert iterations == {1, 2}
     for name in ("l_g_pix", "l_p_8", "l_g_percep", "l_g_style", "l_g_gan", "l_g_gan_left_eye",
                  "l_g_comp_style_loss", "l_identity", "l_d"):
         assert f"{name}: " in first, f"the recipe's {name} is missing from the log"
@@ -126,16 +126,16 @@ def test_training_logs_the_ifqa_term_every_iteration(trained):
 
 def test_resume_continues_from_the_saved_iteration(trained):
     tmp_path, _, second = trained
-    assert re.search(r"Resuming training from epoch: \d+, iter: 3\.", second)
+    assert re.search(r"Resuming training from epoch: \d+, iter: 2\.", second)
     iterations = {int(m.group(1)) for m in re.finditer(r"iter:\s+(\d+),.*l_g_ifqa: ", second)}
-    assert iterations == {4}
+    assert iterations == {3}
     assert (tmp_path / "experiments" / "gfpgan_ifqa_ci" / "models" / "net_g_latest.pth").is_file()
 
 
 def test_no_saved_file_holds_ifqa_weights(trained, tiny_ifqa):
     tmp_path, _, _ = trained
     saved = sorted((tmp_path / "experiments").rglob("*.pth")) + sorted((tmp_path / "experiments").rglob("*.state"))
-    assert len(saved) >= 10  # net_g, net_d, 3 component Ds at 3 and latest, training state
+    assert len(saved) >= 10  # net_g, net_d, 3 component Ds at 2 and latest, training state
     ifqa_keys = tiny_ifqa[1]
     for path in saved:
         keys = set(_saved_keys(torch.load(path, map_location="cpu", weights_only=False)))
