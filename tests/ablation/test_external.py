@@ -1,5 +1,5 @@
 """External sweeps: the user's command (a real script, as a subprocess) per setting; shards merge into
-the same table as one unsharded run."""
+the same table as one unsharded run. The sweep and the shard merge run through ``python -m ifqa_loss`` as well."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ import yaml
 
 from ifqa_loss.ablation import SweepConfigError, config_from_dict, run_sweep, write_report
 from ifqa_loss.ablation.external import ExternalCommandError
+from ifqa_loss.cli import main
 
 
 def _cli(*args, cwd=None):
@@ -62,11 +63,9 @@ def test_cli_runs_the_command_per_setting_and_finds_the_known_gain(unsharded):
     assert "--weight 1 --seed 1" in log
 
 
-def test_cli_does_not_star_seeds_that_disagree_in_sign(external_config, tmp_path):
+def test_seeds_that_disagree_in_sign_are_not_starred(external_config, tmp_path):
     # seed 0 gains on every image, seed 1 loses on every image: 2 seeds, no inference possible
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(external_config(["--flip"], seeds=[0, 1])))
-    proc = _cli("ablate", "--config", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "run"), "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    _api(external_config(["--flip"], seeds=[0, 1]), tmp_path / "run")
     results = _strict((tmp_path / "run" / "results.json").read_text())
     row = next(r for r in results["rows"] if r["setting"] == "ifqa-w1-constant")
     assert row["psnr_seed_deltas"][0] > 0 > row["psnr_seed_deltas"][1]
@@ -84,12 +83,13 @@ def test_restorations_of_another_size_are_refused_unless_resizing_is_asked(exter
     assert "RESIZED" in results["notes"]["psnr"] and results["config"]["external"]["resize"] is True
 
 
-def test_out_that_is_a_file_is_refused_and_left_untouched(external_config, tmp_path):
+def test_out_that_is_a_file_is_refused_and_left_untouched(external_config, tmp_path, capsys):
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(external_config()))
     target = tmp_path / "notes.txt"
     target.write_text("precious")
-    proc = _cli("ablate", "--config", str(tmp_path / "sweep.yaml"), "--out", str(target), "--quiet")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "is a file, not a folder" in proc.stderr
+    code = main(["ablate", "--config", str(tmp_path / "sweep.yaml"), "--out", str(target), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "is a file, not a folder" in err
     assert target.read_text() == "precious"
 
 

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -17,8 +18,7 @@ def test_generator_restores_at_its_size():
     assert gen(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
 
-@pytest.fixture
-def tiny_config():
+def _tiny_config() -> suite.Config:
     return suite.Config(
         losses=("l1", "ifqa", "naive-ifqa"), variants=("fp32", "bf16"), batch_sizes=(1, 2), input_sizes=(64,),
         warmup=0, repeats=2, max_rounds=2, forward_repeats=1, goal_rounds=2, goal_batch=1, goal_size=64,
@@ -27,8 +27,19 @@ def tiny_config():
     )
 
 
-def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_config, tmp_path):
-    report = suite.run(tiny_config, log=lambda msg: None)
+@pytest.fixture
+def tiny_config():
+    return _tiny_config()
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    """One tiny run, read by the tests below (each copies it before changing anything)."""
+    return suite.run(_tiny_config(), log=lambda msg: None)
+
+
+def test_tiny_run_produces_well_formed_markdown_json_and_png(tiny_report, tmp_path):
+    report = copy.deepcopy(tiny_report)
     rows = report["losses"]
     assert {(r["loss"], r["variant"]) for r in rows} == {
         ("l1", "fp32"), ("ifqa", "fp32"), ("ifqa", "bf16"), ("naive-ifqa", "fp32"), ("naive-ifqa", "bf16")}
@@ -166,9 +177,8 @@ def test_an_impossible_overhead_is_flagged_not_shown():
     assert within["status"] != "impossible" and not ratio_text(within).startswith("0.")
 
 
-def test_report_lists_inconclusive_figures_with_the_load(tiny_config):
-    tiny_config.variants = ("fp32",)
-    report = suite.run(tiny_config, log=lambda msg: None)
+def test_report_lists_inconclusive_figures_with_the_load(tiny_report):
+    report = copy.deepcopy(tiny_report)
     report["generator"][1]["ratio"] = paired_ratio([9.0, 9.1, 8.9], [10.0, 10.0, 10.0], floor=1.0)
     text = bench_report.markdown(report)
     section = text.split("### Inconclusive figures")[1]
