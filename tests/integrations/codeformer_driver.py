@@ -145,8 +145,8 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
     for block in (*model.net_g.module.encoder.blocks, *model.net_g.module.generator.blocks):
         _recompute_in_backward(block)
     # LPIPS: whole (its per-layer differences at 512 px too), and inside it each VGG slice again, so that its
-    # backward recomputes the restored image's features one slice at a time (measured: 3.30 GB peak and 98 s for
-    # the driver, against 3.42 GB and 105 s with the whole loss only).
+    # backward recomputes the restored image's features one slice at a time (measured for the driver: peak RSS
+    # 3,304-3,370 MiB and 96-98 s, against 3,415 MiB and 105 s with the whole loss only).
     _recompute_in_backward(model.cri_perceptual)
     for index in range(1, 6):
         _recompute_in_backward(getattr(model.cri_perceptual.perceptual.net, f"slice{index}"))
