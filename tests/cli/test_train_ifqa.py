@@ -50,9 +50,14 @@ def test_bad_options_are_refused_with_the_field_named(faces, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------- a run is never lost
+def _args(data, out, *extra):
+    """The train-ifqa arguments these tests use: for ``main`` in this process, or a real one via ``_cmd``."""
+    return ["train-ifqa", "--data", str(data), "--out", str(out), *TINY, "--batch-size", "2", "--no-tensorboard",
+            "--quiet", "--val-fraction", "0", *extra]
+
+
 def _cmd(data, out, *extra):
-    return [sys.executable, "-m", "ifqa_loss", "train-ifqa", "--data", str(data), "--out", str(out), *TINY,
-            "--batch-size", "2", "--no-tensorboard", "--quiet", "--val-fraction", "0", *extra]
+    return [sys.executable, "-m", "ifqa_loss", *_args(data, out, *extra)]
 
 
 def _env():
@@ -81,7 +86,7 @@ def _wait_for_step(proc, path, step: int, timeout: float = 300.0) -> None:
 
 def test_a_run_folder_is_never_overwritten(faces, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_cmd(faces, out, "--steps", "2")[3:]) == 0, capsys.readouterr().err
+    assert main(_args(faces, out, "--steps", "2")) == 0, capsys.readouterr().err
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     code = main(["train-ifqa", "--data", str(faces), "--out", str(out), *TINY, "--steps", "4"])
     err = capsys.readouterr().err
@@ -115,7 +120,7 @@ def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path, cap
     proc = subprocess.Popen(_cmd(faces, out, *steps, "--resume"), env=_env(), text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for_step(proc, log, killed_at + 2)  # past the killed run's rows: this trainer holds the folder
-    second = main(_cmd(faces, out, *steps, "--resume")[3:])  # in this process: the lock is held by another one
+    second = main(_args(faces, out, *steps, "--resume"))  # in this process: the lock is held by another one
     err = capsys.readouterr().err
     assert second == EXIT_FAILED and f"(pid {proc.pid}" in err, err
     proc.send_signal(signal.SIGTERM)
@@ -125,8 +130,8 @@ def test_kill_sigterm_lock_and_resume_keep_one_row_per_step(faces, tmp_path, cap
     assert _logged_steps(log) == list(range(1, stopped + 1))
 
     end = str(stopped + 2)
-    code = main(_cmd(faces, out, "--steps", end, "--log-every", "1", "--resume", "--lr-d", "5e-4", "--schedule",
-                     "constant", "--warmup", "0")[3:])
+    code = main(_args(faces, out, "--steps", end, "--log-every", "1", "--resume", "--lr-d", "5e-4", "--schedule",
+                      "constant", "--warmup", "0"))
     assert code == 0, capsys.readouterr().err
     assert _logged_steps(log) == list(range(1, stopped + 3))
     assert [float(r.split(",")[7]) for r in log.read_text().splitlines()[-2:]] == [5e-4, 5e-4]  # lr_d column
