@@ -15,8 +15,10 @@ Random values stand in for the ImageNet VGG16 weights of LPIPS (not downloadable
 
 Time and memory (the suite's goals): one model, not one per class; one forward per run. A run whose update the
 test does not need (iteration 1's, and the upstream method's) only records its objective at the first
-``backward`` call: no backward runs, so no parameter or optimiser state changes (checked), and the buffers its
-forwards move (the discriminator's batch-norm statistics) are restored from an in-memory copy. Iteration 2's
+``backward`` call: none of its ``backward`` calls runs (the adaptive weight's two ``autograd.grad`` passes do,
+and leave nothing behind), so no gradient reaches a parameter and no optimiser steps (checked after each such
+run: every ``.grad`` is None and both optimisers hold no state, which Adam only creates when it steps), and the
+buffers its forwards move (the discriminator's batch-norm statistics) are restored from an in-memory copy. Iteration 2's
 patched step runs in full (generator and discriminator updates). Every encoder and generator block, the
 LPIPS loss and each of its VGG slices run under ``torch.utils.checkpoint`` (activations recomputed in
 backward). Neither changes a forward value, so neither changes the objectives compared.
@@ -184,8 +186,9 @@ def loop(root: Path, unpatched: Path, data: str, weight: float) -> dict:
         totals["patched"] = run(patched_class.optimize_parameters, current_iter, batch, record=current_iter == 1)
         with torch.no_grad():
             ifqa = plain_ifqa(model.output).item()
-        report.append({"iter": current_iter, **totals, "ifqa": ifqa,
-                       "codeformer_terms": sum(model.log_dict.get(key, 0.0) for key in CODEFORMER_TERMS),
+        logged = [key for key in CODEFORMER_TERMS if key in model.log_dict]
+        report.append({"iter": current_iter, **totals, "ifqa": ifqa, "codeformer_terms_logged": logged,
+                       "codeformer_terms": sum(model.log_dict[key] for key in logged),
                        "logged_ifqa": float(model.log_dict["l_g_ifqa"]),
                        "gan_active": "l_g_gan" in model.log_dict})
     torch.Tensor.backward = original_backward

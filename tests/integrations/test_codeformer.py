@@ -57,6 +57,8 @@ def test_patched_joint_model_registers_ifqa_in_codeformers_own_basicsr(report):
 def test_generator_objective_is_codeformers_plus_weighted_ifqa(report):
     iterations = report["iterations"]
     assert [it["gan_active"] for it in iterations] == [False, True]  # IFQA before and after net_d_start_iter
+    terms = ["l_feat_encoder", "cross_entropy_loss", "l_g_pix", "l_g_percep"]  # CodeFormer's own, as it logs them
+    assert [it["codeformer_terms_logged"] for it in iterations] == [terms, [*terms, "l_g_gan"]], report
     for it in iterations:
         assert it["ifqa"] > 0.01, report  # an IFQA term that can be told apart from rounding
         assert it["logged_ifqa"] == pytest.approx(WEIGHT * it["ifqa"], rel=1e-5), report

@@ -94,7 +94,7 @@ def tiny_ifqa(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_ifqa):
-    """2 iterations with a checkpoint at 2, then a resume from it to 3 (2 faces, batch 1: an epoch boundary)."""
+    """2 iterations with a checkpoint at 2, then a resume from it to 3."""
     ifqa_checkpoint = tiny_ifqa[0]
     tmp_path = tmp_path_factory.mktemp("gfpgan")
     _faces(tmp_path / "ffhq_512")
