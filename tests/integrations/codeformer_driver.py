@@ -90,7 +90,8 @@ def _buffers(model) -> dict:
 
 
 def _restore_after_record_only(model, buffers: dict) -> None:
-    """A record-only run changed no parameter or optimiser state (no backward ran): put its buffers back."""
+    """Check that a record-only run (no ``backward`` call ran) left no gradient or optimiser state; put back the
+    buffers its forwards moved."""
     for net in NETWORKS:
         assert all(p.grad is None for p in getattr(model, net).parameters()), f"a record-only run left grads on {net}"
         for name, value in getattr(model, net).named_buffers():

@@ -46,8 +46,8 @@ def test_two_gloo_ranks_keep_the_same_refreshed_metric(tmp_path):
     base = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
             "WORLD_SIZE": "2"}
     # The two ranks and the single-process reference start together (their start-up is mostly imports).
-    runs = [({**base, "RANK": str(r)}, f"rank{r}.pt") for r in (0, 1)] + [({**os.environ, "OMP_NUM_THREADS": "1"},
-                                                                         "single.pt")]
+    single = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [({**base, "RANK": "0"}, "rank0.pt"), ({**base, "RANK": "1"}, "rank1.pt"), (single, "single.pt")]
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / name)], env=env, stderr=subprocess.PIPE,
                               text=True) for env, name in runs]
     for proc in procs:
